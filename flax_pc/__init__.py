@@ -1,0 +1,28 @@
+"""flax_pc: predictive coding for Flax linen models.
+
+Put :class:`PCNode` after the layers of a linen model, train it with
+:class:`PCTrainState`; or build your own loop from :func:`init_nodes`,
+:func:`energy` and :func:`infer`.
+"""
+
+from flax_pc import energies
+from flax_pc.inference import Energy, energy, infer, init_nodes, node_energies
+from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, PCNode
+from flax_pc.train_state import ALGORITHMS, PCTrainState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "ENERGIES",
+    "Energy",
+    "NODES",
+    "NODE_RNG",
+    "PCNode",
+    "PCTrainState",
+    "energies",
+    "energy",
+    "infer",
+    "init_nodes",
+    "node_energies",
+]

@@ -1,0 +1,72 @@
+"""Energy functions: the per-example cost of a value node given its prediction.
+
+An energy is any callable ``energy(value, prediction) -> [B]`` that takes the
+value ``v`` held by a node (or the target, for the output layer) and the
+prediction ``mu`` made for it by the layer below, both of shape
+``[B, *features]``, and returns one non-negative number per example (the
+leading axis is the batch). Everything in flax_pc sums these energies; the
+gradients of that sum drive both the node updates and the weight updates.
+
+The three standard energies correspond to the negative log-likelihood of a
+Gaussian with unit variance, a categorical and a Bernoulli distribution.
+To weight an energy (a precision, or a weak output as in Whittington & Bogacz),
+multiply it: ``lambda v, mu: 0.1 * squared_error(v, mu)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+__all__ = ["squared_error", "cross_entropy", "bernoulli"]
+
+
+def _sum_features(x: Array) -> Array:
+    """Sums every axis but the leading (batch) one: ``[B, ...] -> [B]``."""
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def squared_error(value: Array, prediction: Array) -> Array:
+    """Gaussian energy ``0.5 * sum_i (v_i - mu_i)^2`` per example.
+
+    Args:
+      value: node values (or targets), ``[B, *features]``.
+      prediction: predictions ``mu`` of the same shape.
+
+    Returns:
+      ``[B]`` energies.
+    """
+    return 0.5 * _sum_features(jnp.square(value - prediction))
+
+
+def cross_entropy(value: Array, prediction: Array) -> Array:
+    """Categorical energy ``-sum_i t_i * log softmax(mu)_i`` per example.
+
+    Args:
+      value: target probabilities (e.g. one-hot labels), ``[B, K]`` (or
+        ``[B, ..., K]``; the softmax runs over the last axis).
+      prediction: logits ``mu`` of the same shape.
+
+    Returns:
+      ``[B]`` energies (nats).
+    """
+    return -_sum_features(value * jax.nn.log_softmax(prediction, axis=-1))
+
+
+def bernoulli(value: Array, prediction: Array) -> Array:
+    """Binary cross-entropy with logits, summed over features, per example.
+
+    ``-sum_i [t_i * log sigmoid(mu_i) + (1 - t_i) * log(1 - sigmoid(mu_i))]``
+
+    Args:
+      value: targets in ``[0, 1]``, ``[B, *features]``.
+      prediction: logits ``mu`` of the same shape.
+
+    Returns:
+      ``[B]`` energies (nats).
+    """
+    log_p = jax.nn.log_sigmoid(prediction)
+    log_not_p = jax.nn.log_sigmoid(-prediction)
+    return -_sum_features(value * log_p + (1.0 - value) * log_not_p)

@@ -1,0 +1,113 @@
+"""``PCNode``: a value node you put between the layers of a linen model.
+
+The node's value ``v`` lives in the Flax variable collection
+:data:`NODES` (``'pc_nodes'``) under the name ``'value'``; the energy it
+records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
+(``'pc_energies'``). The node takes its mode from the collections passed to
+``apply``, never from a flag threaded through the model:
+
+=====================================================  =====================================
+``apply`` call                                         ``PCNode(...)(prediction)`` returns
+=====================================================  =====================================
+``apply({'params': p}, x)``                            ``prediction`` (plain feed-forward)
+``apply({'params': p}, x, mutable=[NODES])``           ``prediction``; creates ``value``
+                                                       from it (forward initialisation)
+``apply({'params': p, NODES: n}, x,                    the stored ``value``; records
+mutable=[ENERGIES])``                                  ``energy(value, prediction)``
+=====================================================  =====================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from flax_pc import energies as _energies
+
+Array = jax.Array
+EnergyFn = Callable[[Array, Array], Array]
+
+#: Collection holding the value nodes (``'value'`` in each ``PCNode``).
+NODES = "pc_nodes"
+#: Collection into which each ``PCNode`` sows its per-example energy ``[B]``.
+ENERGIES = "pc_energies"
+#: Name of the RNG stream used by ``PCNode(init='normal')``.
+NODE_RNG = "pc_nodes"
+
+NODE_INITS = ("forward", "zeros", "normal")
+
+
+class PCNode(nn.Module):
+    """A predictive-coding value node.
+
+    Attributes:
+      energy: ``energy(value, prediction) -> [B]``; default
+        :func:`flax_pc.energies.squared_error`.
+      precision: inverse variance ``pi`` that multiplies this node's energy
+        (``pi * energy(v, mu)``), e.g. to weight layers differently.
+      init: how a new value is made from the prediction ``mu`` when the
+        :data:`NODES` collection is mutable and holds no value yet:
+        ``'forward'`` (``v = mu``, default), ``'zeros'`` (``v = 0``) or
+        ``'normal'`` (``v ~ N(0, init_stddev^2)``, drawn from the RNG stream
+        :data:`NODE_RNG`, so pass ``rngs={'pc_nodes': key}``).
+      init_stddev: standard deviation for ``init='normal'``.
+    """
+
+    energy: EnergyFn = _energies.squared_error
+    precision: float = 1.0
+    init: str = "forward"
+    init_stddev: float = 1.0
+
+    @nn.compact
+    def __call__(self, prediction: Array) -> Array:
+        """Returns the node's value (or ``prediction``, see the module doc).
+
+        Args:
+          prediction: ``mu``, the output of the layer below, ``[B, *features]``.
+        """
+        if self.init not in NODE_INITS:
+            raise ValueError(f"PCNode(init={self.init!r}): init must be one of {NODE_INITS}.")
+        has_value = self.has_variable(NODES, "value")
+        if not has_value:
+            if self.is_mutable_collection(NODES):
+                self.variable(NODES, "value", self._initial_value, prediction)
+            elif self.is_mutable_collection(ENERGIES):
+                raise ValueError(
+                    f"PCNode at {'/'.join(self.scope.path) or '<root>'}: energies were asked for "
+                    f"(mutable {ENERGIES!r}) but no value nodes were given. Pass the nodes as "
+                    f"variables: apply({{'params': params, flax_pc.NODES: nodes}}, ...), with "
+                    "nodes from flax_pc.init_nodes."
+                )
+            # Feed-forward (params only) or forward initialisation: the network
+            # is exactly the plain network, whatever the node values are.
+            return prediction
+
+        value = self.get_variable(NODES, "value")
+        if value.shape != prediction.shape:
+            raise ValueError(
+                f"PCNode at {'/'.join(self.scope.path) or '<root>'}: the stored value has shape "
+                f"{tuple(value.shape)} but the prediction has shape {tuple(prediction.shape)}. "
+                "The nodes come from a batch of another size (or another model); make new "
+                "ones for this batch with flax_pc.init_nodes."
+            )
+        node_energy = self.energy(value, prediction)
+        if self.precision != 1.0:
+            node_energy = self.precision * node_energy
+        self.sow(ENERGIES, "energy", node_energy)
+        return value
+
+    def _initial_value(self, prediction: Array) -> Array:
+        if self.init == "forward":
+            return prediction
+        if self.init == "zeros":
+            return jnp.zeros_like(prediction)
+        if not self.has_rng(NODE_RNG):
+            raise ValueError(
+                f"PCNode(init='normal') draws its initial value from the RNG stream {NODE_RNG!r}: "
+                f"pass rngs={{{NODE_RNG!r}: key}} (flax_pc.init_nodes(..., rng=key))."
+            )
+        key = self.make_rng(NODE_RNG)
+        return self.init_stddev * jax.random.normal(key, prediction.shape, prediction.dtype)

@@ -1,0 +1,227 @@
+"""``PCTrainState``: a Flax ``TrainState`` that trains by predictive coding."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training import train_state
+
+from flax_pc import energies as _energies
+from flax_pc import inference as _inference
+from flax_pc.nodes import NODE_RNG, NODES
+
+Array = jax.Array
+EnergyFn = Callable[[Array, Array], Array]
+
+ALGORITHMS = ("pc", "ipc", "bp")
+
+
+class PCTrainState(train_state.TrainState):
+    """``TrainState`` plus what PC needs: a node optimiser and the inference steps.
+
+    ``train_step(inputs, targets)`` does, for ``algorithm='pc'``:
+
+    1. ``nodes = init_nodes(...)``: forward initialisation from ``inputs``;
+    2. ``inference_steps`` steps of ``node_tx`` on ``dF/dnodes`` (node
+       optimiser state re-initialised per batch), as one ``lax.scan``;
+    3. one ``tx`` step on ``dF/dparams`` at the final nodes.
+
+    The energy is the total over the batch (see :mod:`flax_pc.inference`)::
+
+        F = sum_b [ sum_l pi_l E_l(v_l^b, mu_l^b) + output_energy(y^b, out^b) ]
+
+    so node gradients are per example and the weight gradient is that of the
+    batch-summed energy, as in the pcax tutorial. For pcx-0.6's batch *mean*,
+    chain a scale into ``tx``:
+    ``optax.chain(optax.scale(1 / batch_size), optax.adam(1e-3))``.
+
+    Attributes:
+      node_tx: optax transform applied to the value nodes.
+      inference_steps: ``T``, node steps per batch.
+      output_energy: ``energy(targets, output) -> [B]`` clamping the output.
+      algorithm: ``'pc'`` (above), ``'ipc'`` (incremental PC: at each of the
+        ``T`` steps, both gradients at the same point and both applied) or
+        ``'bp'`` (backprop of the batch-summed ``output_energy`` on the
+        params-only forward pass; nodes ignored).
+    """
+
+    node_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    inference_steps: int = struct.field(pytree_node=False)
+    output_energy: EnergyFn = struct.field(pytree_node=False)
+    algorithm: str = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        apply_fn: Callable[..., Any],
+        params: Any,
+        tx: optax.GradientTransformation,
+        node_tx: optax.GradientTransformation,
+        inference_steps: int,
+        output_energy: EnergyFn = _energies.squared_error,
+        algorithm: str = "pc",
+        **kwargs: Any,
+    ) -> PCTrainState:
+        """Creates a state with ``step=0`` and ``tx.init(params)``.
+
+        Args:
+          apply_fn: the model's ``apply``.
+          params: the model's params (``variables['params']``).
+          tx: optax transform for the params, e.g. ``optax.adam(1e-3)``.
+          node_tx: optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
+          inference_steps: ``T >= 0``.
+          output_energy: energy of the output layer against the targets.
+          algorithm: ``'pc'``, ``'ipc'`` or ``'bp'``.
+        """
+        _inference._check_transform(tx, "tx")
+        _inference._check_transform(node_tx, "node_tx")
+        _inference._check_steps(inference_steps)
+        if not callable(output_energy):
+            raise TypeError(
+                "output_energy must be callable as energy(targets, output) -> [B], got "
+                f"{type(output_energy).__name__}."
+            )
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+        state = super().create(
+            apply_fn=apply_fn,
+            params=params,
+            tx=tx,
+            node_tx=node_tx,
+            inference_steps=inference_steps,
+            output_energy=output_energy,
+            algorithm=algorithm,
+            **kwargs,
+        )
+        # A strongly typed step: the state that comes out of a jitted step has
+        # the same types as the one that goes in, so the step compiles once.
+        return state.replace(step=jnp.zeros((), jnp.int32))
+
+    def train_step(
+        self, inputs: Array, targets: Array, rng: Array | None = None
+    ) -> tuple[PCTrainState, dict[str, Any]]:
+        """One batch of training; call it under ``jax.jit``.
+
+        Args:
+          inputs: ``[B, ...]``.
+          targets: ``[B, *out_features]``, the shape of the model output.
+          rng: PRNG key for nodes initialised with ``init='normal'``.
+
+        Returns:
+          ``(new_state, metrics)`` with ``metrics['energy']``: batch-mean total
+          energy at every inference step, ``[T + 1]`` (before the first step
+          ... after the last); ``metrics['node_energies']``: ``{path: scalar}``
+          batch-mean energy of each node after inference;
+          ``metrics['loss']``: batch-mean output energy of the feed-forward
+          prediction.
+        """
+        return _train_step(self, inputs, targets, rng)
+
+
+def _warn_no_nodes() -> None:
+    warnings.warn(
+        "PCTrainState: the model has no flax_pc.PCNode, so train_step is plain backprop "
+        "of output_energy (add fpc.PCNode() after hidden layers for predictive coding).",
+        stacklevel=4,
+    )
+
+
+def _total_fn(state, nodes, inputs, targets):
+    def total(params):
+        result = _inference.energy(
+            state.apply_fn, params, nodes, inputs, targets, output_energy=state.output_energy
+        )
+        return result.total, result
+
+    return total
+
+
+def _summarise(steps, final, feed_forward_output_energy, batch_size):
+    energies = jnp.concatenate([steps.total, final.total[None]]) / batch_size
+    return {
+        "energy": energies,
+        "node_energies": {
+            name: jnp.mean(value) for name, value in _inference.node_energies(final.nodes).items()
+        },
+        "loss": jnp.mean(feed_forward_output_energy),
+    }
+
+
+def _train_step(state: PCTrainState, inputs, targets, rng):
+    inputs = jnp.asarray(inputs)
+    targets = jnp.asarray(targets)
+    batch_size = inputs.shape[0]
+    rngs = None if rng is None else {NODE_RNG: rng}
+    output, variables = state.apply_fn({"params": state.params}, inputs, mutable=[NODES], rngs=rngs)
+    _inference._check_targets(targets, output)
+    nodes = variables.get(NODES, {})
+    feed_forward_loss = state.output_energy(targets, output)
+    steps = state.inference_steps if nodes else 0
+    if not nodes and state.algorithm != "bp":
+        _warn_no_nodes()
+
+    if state.algorithm == "bp":
+
+        def loss_fn(params):
+            out = state.apply_fn({"params": params}, inputs)
+            return jnp.sum(state.output_energy(targets, out))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        metrics = {
+            "energy": jnp.full((state.inference_steps + 1,), loss / batch_size),
+            "node_energies": {},
+            "loss": jnp.mean(feed_forward_loss),
+        }
+        return state.apply_gradients(grads=grads), metrics
+
+    if state.algorithm == "ipc":
+        return _ipc_step(state, nodes, inputs, targets, feed_forward_loss, steps)
+
+    nodes, _, trajectory = _inference._infer(
+        state.apply_fn,
+        state.params,
+        nodes,
+        inputs,
+        targets,
+        state.node_tx,
+        steps,
+        state.output_energy,
+    )
+    grads, final = jax.grad(_total_fn(state, nodes, inputs, targets), has_aux=True)(state.params)
+    metrics = _summarise(trajectory, final, feed_forward_loss, batch_size)
+    if steps != state.inference_steps:
+        metrics["energy"] = jnp.full((state.inference_steps + 1,), metrics["energy"][-1])
+    return state.apply_gradients(grads=grads), metrics
+
+
+def _ipc_step(state, nodes, inputs, targets, feed_forward_loss, steps):
+    """Incremental PC: ``T`` joint steps, both gradients at the same point."""
+
+    def total(params, nodes):
+        result = _inference.energy(
+            state.apply_fn, params, nodes, inputs, targets, output_energy=state.output_energy
+        )
+        return result.total, result
+
+    def step(carry, _):
+        state, nodes, node_opt_state = carry
+        (param_grads, node_grads), result = jax.grad(total, argnums=(0, 1), has_aux=True)(
+            state.params, nodes
+        )
+        updates, node_opt_state = state.node_tx.update(node_grads, node_opt_state, nodes)
+        nodes = optax.apply_updates(nodes, updates)
+        return (state.apply_gradients(grads=param_grads), nodes, node_opt_state), result
+
+    (state, nodes, _), trajectory = jax.lax.scan(
+        step, (state, nodes, state.node_tx.init(nodes)), None, length=state.inference_steps
+    )
+    _, final = total(state.params, nodes)
+    metrics = _summarise(trajectory, final, feed_forward_loss, inputs.shape[0])
+    return state, metrics

@@ -1,0 +1,48 @@
+"""flax_pc: predictive coding for Flax linen models."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "flax_pc" / "__init__.py").read_text())[1]
+
+# Tested versions; the upper bounds keep a fresh install on the API we test.
+CORE = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+]
+EXAMPLES = [
+    "absl-py>=2.1",
+    "ml-collections>=1.1,<2",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "clu>=0.0.12",
+    "tensorflow-cpu>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    # tfds needs it to look up its datasets; it is not a declared dependency.
+    "importlib_resources>=6",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+]
+TEST = [
+    "pytest>=8",
+    "scikit-learn>=1.5",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "ruff==0.17.6",
+]
+
+setup(
+    name="flax_pc",
+    version=VERSION,
+    description="Predictive coding for Flax linen models: PCNode, energies, PCTrainState.",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["flax_pc", "flax_pc.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES},
+    license="Apache-2.0",
+)

@@ -1,0 +1,20 @@
+"""The README's quickstart runs exactly as written."""
+
+import pathlib
+import re
+
+import numpy as np
+
+README = pathlib.Path(__file__).parents[1] / "README.md"
+
+
+def test_quickstart_runs_as_written():
+    text = README.read_text()
+    quickstart = text[text.index("## Quickstart") :]
+    code = re.search(r"```python\n(.*?)```", quickstart, re.S)[1]
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    energy = np.asarray(namespace["metrics"]["energy"])
+    assert energy.shape == (5,)
+    assert energy[-1] < energy[0]
+    assert namespace["logits"].shape == (256, 10)

@@ -1,0 +1,179 @@
+"""PCTrainState: the train step against the reference, compilation, checkpoints, training."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import reference_pc as ref
+from flax import linen as nn
+from pc_models import MLP
+
+import flax_pc as fpc
+
+X = jax.random.normal(jax.random.key(0), (16, 4))
+Y = jax.nn.one_hot(jnp.arange(16) % 3, 3)
+
+
+def _state(model=None, x=X, **kwargs):
+    model = model or MLP()
+    params = model.init(jax.random.key(2), x)["params"]
+    options = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
+    options.update(kwargs)
+    return fpc.PCTrainState.create(apply_fn=model.apply, params=params, **options)
+
+
+def test_train_step_equals_the_reference_implementation():
+    state = _state()
+    weights = ref.from_flax(state.params)
+    adam = optax.adam(1e-2)
+    opt_state = adam.init(weights)
+    step = jax.jit(lambda s, x, y: s.train_step(x, y))
+    for i in range(5):
+        x, y = X + 0.1 * i, jnp.roll(Y, i, axis=0)
+        state, metrics = step(state, x, y)
+        values, _ = ref.feed_forward(weights, x)
+        energies = [ref.energy(weights, x, values, y)]
+        for _ in range(4):
+            values = ref.node_step(weights, x, values, y, 0.1)
+            energies.append(ref.energy(weights, x, values, y))
+        grads = ref.weight_gradients(weights, x, values, y)
+        updates, opt_state = adam.update(grads, opt_state, weights)
+        weights = optax.apply_updates(weights, updates)
+        np.testing.assert_allclose(metrics["energy"], np.array(energies) / 16, rtol=1e-5)
+    for got, want in zip(ref.from_flax(state.params), weights):
+        np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+        np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+    assert int(state.step) == 5
+
+
+def test_metrics():
+    state = _state()
+    _, metrics = state.train_step(X, Y)
+    assert metrics["energy"].shape == (5,)
+    assert set(metrics["node_energies"]) == {"PCNode_0", "PCNode_1"}
+    out = state.apply_fn({"params": state.params}, X)
+    np.testing.assert_allclose(
+        metrics["loss"], np.mean(0.5 * np.sum((Y - out) ** 2, -1)), rtol=1e-6
+    )
+    np.testing.assert_allclose(metrics["loss"], metrics["energy"][0], rtol=1e-6)
+    total_hidden = sum(float(v) for v in metrics["node_energies"].values())
+    assert total_hidden > 0 and total_hidden < metrics["energy"][-1]
+
+
+def test_train_step_compiles_once_across_batches():
+    state = _state()
+    step = jax.jit(lambda s, x, y: s.train_step(x, y))
+    for i in range(4):
+        state, _ = step(state, X * i, Y)
+    assert step._cache_size() == 1
+
+
+def test_model_without_nodes_is_backprop_with_one_warning():
+    state = _state(MLP(with_nodes=False), inference_steps=3, tx=optax.sgd(0.1))
+    step = jax.jit(lambda s, x, y: s.train_step(x, y))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        new_state, metrics = step(state, X, Y)
+        step(new_state, X, Y)
+    assert len([w for w in caught if "plain backprop" in str(w.message)]) == 1
+    backprop = ref.backprop_gradients(ref.from_flax(state.params), X, Y)
+    for (k, b), (gk, gb), (k0, b0) in zip(
+        ref.from_flax(new_state.params), backprop, ref.from_flax(state.params)
+    ):
+        np.testing.assert_allclose(k, k0 - 0.1 * gk, atol=1e-6)
+        np.testing.assert_allclose(b, b0 - 0.1 * gb, atol=1e-6)
+    assert metrics["energy"].shape == (4,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(tx=0.1), TypeError, "tx must be an optax"),
+        (dict(node_tx="sgd"), TypeError, "node_tx must be an optax"),
+        (dict(inference_steps=-2), ValueError, "inference_steps"),
+        (dict(inference_steps=4.0), TypeError, "inference_steps"),
+        (dict(algorithm="ep"), ValueError, "algorithm"),
+        (dict(output_energy="mse"), TypeError, "output_energy"),
+    ],
+)
+def test_create_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _state(**kwargs)
+
+
+def test_train_step_rejects_targets_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="one_hot"):
+        _state().train_step(X, jnp.arange(16) % 3)
+
+
+class ConvNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = fpc.PCNode()(nn.relu(nn.Conv(4, (3, 3))(x)))
+        x = fpc.PCNode()(nn.relu(nn.Conv(4, (3, 3), strides=2)(x)))
+        return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+
+def test_a_conv_model_trains():
+    images = jax.random.normal(jax.random.key(3), (32, 8, 8, 1))
+    labels = (images[:, :4].mean((1, 2, 3)) > images[:, 4:].mean((1, 2, 3))).astype(jnp.int32)
+    targets = jax.nn.one_hot(labels, 2)
+    state = _state(ConvNet(), x=images, tx=optax.adam(3e-3), node_tx=optax.sgd(0.05))
+    step = jax.jit(lambda s, x, y: s.train_step(x, y))
+    losses = []
+    for _ in range(60):
+        state, metrics = step(state, images, targets)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.3 * losses[0]
+    assert metrics["energy"][-1] < metrics["energy"][0]
+
+
+def test_orbax_checkpoint_round_trip(tmp_path):
+    import orbax.checkpoint as ocp
+
+    state, _ = _state().train_step(X, Y)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+        manager.save(1, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+    fresh = _state()
+    with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+        restored = manager.restore(1, args=ocp.args.StandardRestore(fresh))
+    assert isinstance(restored, fpc.PCTrainState)
+    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
+    assert restored.inference_steps == 4
+    again, _ = restored.train_step(X, Y)
+    expected, _ = state.train_step(X, Y)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(again.params), jax.tree_util.tree_leaves(expected.params)
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_digits_reaches_90_percent():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data.astype(np.float32) / 16.0, digits.target, test_size=0.25, random_state=0
+    )
+    model = MLP(features=(64, 64), outputs=10)
+    state = _state(
+        model, x=jnp.ones((1, 64)), tx=optax.adam(1e-3), node_tx=optax.sgd(0.1), inference_steps=8
+    )
+    step = jax.jit(lambda s, x, y: s.train_step(x, y))
+    rng = np.random.default_rng(0)
+    batch = 64
+    for _ in range(15):
+        order = rng.permutation(len(x_train))
+        for start in range(0, len(order) - batch + 1, batch):
+            idx = order[start : start + batch]
+            state, _ = step(state, x_train[idx], jax.nn.one_hot(y_train[idx], 10))
+    logits = model.apply({"params": state.params}, x_test)
+    accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
+    assert accuracy >= 0.90, accuracy
