@@ -7,6 +7,7 @@ Put :class:`PCNode` after the layers of a linen model, train it with
 
 from flax_pc import energies
 from flax_pc.inference import Energy, energy, infer, init_nodes, node_energies
+from flax_pc.loops import train_epoch
 from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, PCNode
 from flax_pc.train_state import ALGORITHMS, PCTrainState
 
@@ -25,4 +26,5 @@ __all__ = [
     "infer",
     "init_nodes",
     "node_energies",
+    "train_epoch",
 ]
