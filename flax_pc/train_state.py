@@ -49,12 +49,22 @@ class PCTrainState(train_state.TrainState):
         ``T`` steps, both gradients at the same point and both applied) or
         ``'bp'`` (backprop of the batch-summed ``output_energy`` on the
         params-only forward pass; nodes ignored).
+      nudging: ``beta`` or ``None``. With ``beta``, the output is not clamped
+        to the target ``y`` but to ``t = out - beta * (out - y)`` (``out``: the
+        feed-forward output, held fixed during inference), and the weight
+        gradient is scaled by ``1 / beta``, as in pcx. ``beta = 1`` is
+        clamping; ``0 < beta < 1`` is positive, ``beta < 0`` negative nudging.
+        Unlike a weak output precision (``output_energy = beta *
+        squared_error``), it does not converge to the backprop gradient as
+        ``beta -> 0``: the output error stays at unit precision, so the hidden
+        nodes absorb part of it.
     """
 
     node_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     inference_steps: int = struct.field(pytree_node=False)
     output_energy: EnergyFn = struct.field(pytree_node=False)
     algorithm: str = struct.field(pytree_node=False)
+    nudging: float | None = struct.field(pytree_node=False, default=None)
 
     @classmethod
     def create(
@@ -67,6 +77,7 @@ class PCTrainState(train_state.TrainState):
         inference_steps: int,
         output_energy: EnergyFn = _energies.squared_error,
         algorithm: str = "pc",
+        nudging: float | None = None,
         **kwargs: Any,
     ) -> PCTrainState:
         """Creates a state with ``step=0`` and ``tx.init(params)``.
@@ -79,6 +90,7 @@ class PCTrainState(train_state.TrainState):
           inference_steps: ``T >= 0``.
           output_energy: energy of the output layer against the targets.
           algorithm: ``'pc'``, ``'ipc'`` or ``'bp'``.
+          nudging: ``beta`` for output nudging (see the class doc), or ``None``.
         """
         _inference._check_transform(tx, "tx")
         _inference._check_transform(node_tx, "node_tx")
@@ -90,6 +102,18 @@ class PCTrainState(train_state.TrainState):
             )
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+        if algorithm == "ipc" and inference_steps == 0:
+            raise ValueError(
+                "algorithm='ipc' takes one weight step per inference step; with "
+                "inference_steps=0 it would never learn. Use inference_steps >= 1."
+            )
+        if nudging is not None:
+            if isinstance(nudging, bool) or not isinstance(nudging, (int, float)):
+                raise TypeError(f"nudging must be a float beta or None, got {nudging!r}.")
+            if nudging == 0:
+                raise ValueError("nudging=0 gives no learning signal; use beta != 0 or None.")
+            if algorithm == "bp":
+                raise ValueError("nudging applies to algorithm 'pc' or 'ipc', not 'bp'.")
         state = super().create(
             apply_fn=apply_fn,
             params=params,
@@ -98,6 +122,7 @@ class PCTrainState(train_state.TrainState):
             inference_steps=inference_steps,
             output_energy=output_energy,
             algorithm=algorithm,
+            nudging=None if nudging is None else float(nudging),
             **kwargs,
         )
         # A strongly typed step: the state that comes out of a jitted step has
@@ -129,28 +154,35 @@ def _warn_no_nodes() -> None:
     warnings.warn(
         "PCTrainState: the model has no flax_pc.PCNode, so train_step is plain backprop "
         "of output_energy (add fpc.PCNode() after hidden layers for predictive coding).",
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
-def _total_fn(state, nodes, inputs, targets):
-    def total(params):
+def _energy_fn(state: PCTrainState, inputs: Array, clamp: Array):
+    """``(params, nodes) -> (F, Energy)`` with the output clamped to ``clamp``."""
+
+    def total(params, nodes):
         result = _inference.energy(
-            state.apply_fn, params, nodes, inputs, targets, output_energy=state.output_energy
+            state.apply_fn, params, nodes, inputs, clamp, output_energy=state.output_energy
         )
         return result.total, result
 
     return total
 
 
-def _summarise(steps, final, feed_forward_output_energy, batch_size):
-    energies = jnp.concatenate([steps.total, final.total[None]]) / batch_size
+def _scale(tree, factor: float):
+    if factor == 1.0:
+        return tree
+    return jax.tree_util.tree_map(lambda g: g * factor, tree)
+
+
+def _metrics(steps: _inference.Energy, final: _inference.Energy, loss: Array, batch_size: int):
+    energy = jnp.concatenate([steps.total, final.total[None]]) / batch_size
+    node_energies = _inference.node_energies(final.nodes)
     return {
-        "energy": energies,
-        "node_energies": {
-            name: jnp.mean(value) for name, value in _inference.node_energies(final.nodes).items()
-        },
-        "loss": jnp.mean(feed_forward_output_energy),
+        "energy": energy,
+        "node_energies": {name: jnp.mean(value) for name, value in node_energies.items()},
+        "loss": loss,
     }
 
 
@@ -158,70 +190,71 @@ def _train_step(state: PCTrainState, inputs, targets, rng):
     inputs = jnp.asarray(inputs)
     targets = jnp.asarray(targets)
     batch_size = inputs.shape[0]
+    if state.algorithm == "bp":
+        return _bp_step(state, inputs, targets)
+
     rngs = None if rng is None else {NODE_RNG: rng}
+    # Forward initialisation; its output is the feed-forward prediction.
     output, variables = state.apply_fn({"params": state.params}, inputs, mutable=[NODES], rngs=rngs)
     _inference._check_targets(targets, output)
     nodes = variables.get(NODES, {})
-    feed_forward_loss = state.output_energy(targets, output)
-    steps = state.inference_steps if nodes else 0
-    if not nodes and state.algorithm != "bp":
+    loss = jnp.mean(state.output_energy(targets, output))
+    if not nodes:
         _warn_no_nodes()
 
-    if state.algorithm == "bp":
-
-        def loss_fn(params):
-            out = state.apply_fn({"params": params}, inputs)
-            return jnp.sum(state.output_energy(targets, out))
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        metrics = {
-            "energy": jnp.full((state.inference_steps + 1,), loss / batch_size),
-            "node_energies": {},
-            "loss": jnp.mean(feed_forward_loss),
-        }
-        return state.apply_gradients(grads=grads), metrics
+    clamp, grad_scale = targets, 1.0
+    if state.nudging is not None:
+        clamp = jax.lax.stop_gradient(output - state.nudging * (output - targets))
+        grad_scale = 1.0 / state.nudging
+    total = _energy_fn(state, inputs, clamp)
 
     if state.algorithm == "ipc":
-        return _ipc_step(state, nodes, inputs, targets, feed_forward_loss, steps)
+        return _ipc_step(state, nodes, total, grad_scale, loss, batch_size)
 
+    # Without nodes there is nothing to infer: skip the steps, keep the shapes.
+    steps = state.inference_steps if nodes else 0
     nodes, _, trajectory = _inference._infer(
-        state.apply_fn,
-        state.params,
-        nodes,
-        inputs,
-        targets,
-        state.node_tx,
-        steps,
+        state.apply_fn, state.params, nodes, inputs, clamp, state.node_tx, steps,
         state.output_energy,
-    )
-    grads, final = jax.grad(_total_fn(state, nodes, inputs, targets), has_aux=True)(state.params)
-    metrics = _summarise(trajectory, final, feed_forward_loss, batch_size)
+    )  # fmt: skip
+    grads, final = jax.grad(total, has_aux=True)(state.params, nodes)
+    metrics = _metrics(trajectory, final, loss, batch_size)
     if steps != state.inference_steps:
         metrics["energy"] = jnp.full((state.inference_steps + 1,), metrics["energy"][-1])
+    return state.apply_gradients(grads=_scale(grads, grad_scale)), metrics
+
+
+def _bp_step(state: PCTrainState, inputs: Array, targets: Array):
+    """Backprop on the same model: params-only forward pass, batch-summed loss."""
+
+    def loss_fn(params):
+        output = state.apply_fn({"params": params}, inputs)
+        _inference._check_targets(targets, output)
+        return jnp.sum(state.output_energy(targets, output))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    mean_loss = loss / inputs.shape[0]
+    metrics = {
+        "energy": jnp.full((state.inference_steps + 1,), mean_loss),
+        "node_energies": {},
+        "loss": mean_loss,
+    }
     return state.apply_gradients(grads=grads), metrics
 
 
-def _ipc_step(state, nodes, inputs, targets, feed_forward_loss, steps):
-    """Incremental PC: ``T`` joint steps, both gradients at the same point."""
-
-    def total(params, nodes):
-        result = _inference.energy(
-            state.apply_fn, params, nodes, inputs, targets, output_energy=state.output_energy
-        )
-        return result.total, result
+def _ipc_step(state, nodes, total, grad_scale, loss, batch_size):
+    """Incremental PC: ``T`` joint steps, both gradients taken at the same point."""
 
     def step(carry, _):
         state, nodes, node_opt_state = carry
-        (param_grads, node_grads), result = jax.grad(total, argnums=(0, 1), has_aux=True)(
-            state.params, nodes
-        )
+        grads, result = jax.grad(total, argnums=(0, 1), has_aux=True)(state.params, nodes)
+        param_grads, node_grads = grads
         updates, node_opt_state = state.node_tx.update(node_grads, node_opt_state, nodes)
         nodes = optax.apply_updates(nodes, updates)
-        return (state.apply_gradients(grads=param_grads), nodes, node_opt_state), result
+        state = state.apply_gradients(grads=_scale(param_grads, grad_scale))
+        return (state, nodes, node_opt_state), result
 
-    (state, nodes, _), trajectory = jax.lax.scan(
-        step, (state, nodes, state.node_tx.init(nodes)), None, length=state.inference_steps
-    )
+    init = (state, nodes, state.node_tx.init(nodes))
+    (state, nodes, _), trajectory = jax.lax.scan(step, init, None, length=state.inference_steps)
     _, final = total(state.params, nodes)
-    metrics = _summarise(trajectory, final, feed_forward_loss, inputs.shape[0])
-    return state, metrics
+    return state, _metrics(trajectory, final, loss, batch_size)
