@@ -15,12 +15,14 @@ multiply it: ``lambda v, mu: 0.1 * squared_error(v, mu)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["squared_error", "cross_entropy", "bernoulli"]
+__all__ = ["squared_error", "cross_entropy", "bernoulli", "masked"]
 
 
 def _sum_features(x: Array) -> Array:
@@ -70,3 +72,21 @@ def bernoulli(value: Array, prediction: Array) -> Array:
     log_p = jax.nn.log_sigmoid(prediction)
     log_not_p = jax.nn.log_sigmoid(-prediction)
     return -_sum_features(value * log_p + (1.0 - value) * log_not_p)
+
+
+def masked(energy: Callable[[Array, Array], Array], mask: Array) -> Callable[[Array, Array], Array]:
+    """Restricts ``energy`` to the entries where ``mask`` is 1.
+
+    For inference from a partial observation, e.g. the top half of an image:
+    ``output_energy=masked(squared_error, mask)``. Masked-out entries give no
+    gradient (and a constant energy: zero for ``squared_error``).
+
+    Args:
+      energy: an energy ``(value, prediction) -> [B]``.
+      mask: ``0``/``1`` array broadcastable to the value's shape.
+    """
+
+    def masked_energy(value: Array, prediction: Array) -> Array:
+        return energy(value * mask, prediction * mask)
+
+    return masked_energy

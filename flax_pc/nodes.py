@@ -10,8 +10,9 @@ records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
 ``apply`` call                                         ``PCNode(...)(prediction)`` returns
 =====================================================  =====================================
 ``apply({'params': p}, x)``                            ``prediction`` (plain feed-forward)
-``apply({'params': p}, x, mutable=[NODES])``           ``prediction``; creates ``value``
-                                                       from it (forward initialisation)
+``apply({'params': p}, x, mutable=[NODES])``           the new ``value``, made from the
+                                                       prediction (``init='forward'``:
+                                                       ``value = prediction``)
 ``apply({'params': p, NODES: n}, x,                    the stored ``value``; records
 mutable=[ENERGIES])``                                  ``energy(value, prediction)``
 =====================================================  =====================================
@@ -73,16 +74,17 @@ class PCNode(nn.Module):
         has_value = self.has_variable(NODES, "value")
         if not has_value:
             if self.is_mutable_collection(NODES):
-                self.variable(NODES, "value", self._initial_value, prediction)
-            elif self.is_mutable_collection(ENERGIES):
+                # The layers above initialise from this node's new value (equal to
+                # the prediction for init='forward'), so their errors start at zero.
+                return self.variable(NODES, "value", self._initial_value, prediction).value
+            if self.is_mutable_collection(ENERGIES):
                 raise ValueError(
                     f"PCNode at {'/'.join(self.scope.path) or '<root>'}: energies were asked for "
                     f"(mutable {ENERGIES!r}) but no value nodes were given. Pass the nodes as "
                     f"variables: apply({{'params': params, flax_pc.NODES: nodes}}, ...), with "
                     "nodes from flax_pc.init_nodes."
                 )
-            # Feed-forward (params only) or forward initialisation: the network
-            # is exactly the plain network, whatever the node values are.
+            # Params only: the network is exactly the plain feed-forward network.
             return prediction
 
         value = self.get_variable(NODES, "value")

@@ -14,7 +14,6 @@ from flax.training import train_state
 
 from flax_pc import energies as _energies
 from flax_pc import inference as _inference
-from flax_pc.nodes import NODE_RNG, NODES
 
 Array = jax.Array
 EnergyFn = Callable[[Array, Array], Array]
@@ -193,11 +192,11 @@ def _train_step(state: PCTrainState, inputs, targets, rng):
     if state.algorithm == "bp":
         return _bp_step(state, inputs, targets)
 
-    rngs = None if rng is None else {NODE_RNG: rng}
-    # Forward initialisation; its output is the feed-forward prediction.
-    output, variables = state.apply_fn({"params": state.params}, inputs, mutable=[NODES], rngs=rngs)
+    nodes = _inference.init_nodes(state.apply_fn, state.params, inputs, rng=rng)
+    # The feed-forward prediction; with init='forward' XLA merges this pass
+    # with the initialisation's (common subexpressions), so it costs nothing.
+    output = state.apply_fn({"params": state.params}, inputs)
     _inference._check_targets(targets, output)
-    nodes = variables.get(NODES, {})
     loss = jnp.mean(state.output_energy(targets, output))
     if not nodes:
         _warn_no_nodes()

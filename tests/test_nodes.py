@@ -136,3 +136,23 @@ def test_nodes_from_another_batch_size_is_a_clear_error():
     nodes = fpc.init_nodes(model.apply, params, X)
     with pytest.raises(ValueError, match="batch of another size"):
         model.apply({"params": params, fpc.NODES: nodes}, jnp.ones((7, 4)), mutable=[fpc.ENERGIES])
+
+
+class ZerosThenForward(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = fpc.PCNode(init="zeros")(nn.Dense(3)(x))
+        return fpc.PCNode()(nn.Dense(2)(h))
+
+
+def test_forward_initialisation_continues_from_the_new_value():
+    model = ZerosThenForward()
+    x = jnp.ones((4, 5))
+    params = model.init(jax.random.key(0), x)["params"]
+    nodes = fpc.init_nodes(model.apply, params, x)
+    # The upper node is initialised from the zeros below it, so its error is zero.
+    np.testing.assert_allclose(
+        nodes["PCNode_1"]["value"], np.broadcast_to(params["Dense_1"]["bias"], (4, 2)), atol=1e-7
+    )
+    _, state = model.apply({"params": params, fpc.NODES: nodes}, x, mutable=[fpc.ENERGIES])
+    np.testing.assert_array_equal(fpc.node_energies(state[fpc.ENERGIES])["PCNode_1"], np.zeros(4))
