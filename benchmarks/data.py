@@ -1,0 +1,102 @@
+"""Data for the benchmarks: Fashion-MNIST from IDX files, or synthetic images.
+
+Everything is returned as host numpy arrays (float32 images in ``[0, 1]``,
+one-hot float32 targets); the benchmark puts them on the device once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+#: Where the repository keeps the shared data sets (``<repo>/../shared/...``).
+DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/fashion_mnist"
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+class Dataset(NamedTuple):
+    """A classification data set; images keep their shape (flatten for an MLP)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+    """Reads one (gzipped) IDX file into an array of its stored shape and dtype."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if raw[2] != 0x08:
+        raise ValueError(f"{path}: only unsigned-byte IDX files are supported.")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def has_idx_files(data_dir: str | pathlib.Path | None) -> bool:
+    """Whether ``data_dir`` holds the four Fashion-MNIST IDX files."""
+    if data_dir is None:
+        return False
+    data_dir = pathlib.Path(data_dir)
+    return all((data_dir / name).is_file() for name in IDX_FILES.values())
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Integer labels ``[N]`` -> float32 one-hot ``[N, num_classes]``."""
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def fashion_mnist(data_dir: str | pathlib.Path) -> Dataset:
+    """Fashion-MNIST, images flattened to ``[N, 784]`` and scaled to ``[0, 1]``."""
+    data_dir = pathlib.Path(data_dir)
+    arrays = {key: read_idx(data_dir / name) for key, name in IDX_FILES.items()}
+
+    def images(a):
+        return (a.reshape(a.shape[0], -1) / 255.0).astype(np.float32)
+
+    return Dataset(
+        x_train=images(arrays["train_images"]),
+        y_train=one_hot(arrays["train_labels"], 10),
+        x_test=images(arrays["test_images"]),
+        y_test=one_hot(arrays["test_labels"], 10),
+        name="fashion_mnist",
+    )
+
+
+def synthetic(
+    num_train: int,
+    num_test: int,
+    image_shape: tuple[int, ...],
+    num_classes: int = 10,
+    seed: int = 0,
+) -> Dataset:
+    """Learnable synthetic images: a random prototype per class plus uniform noise."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.uniform(size=(num_classes, *image_shape)).astype(np.float32)
+
+    def draw(n):
+        labels = rng.integers(0, num_classes, size=n)
+        noise = rng.uniform(size=(n, *image_shape)).astype(np.float32)
+        return 0.5 * prototypes[labels] + 0.5 * noise, one_hot(labels, num_classes)
+
+    x_train, y_train = draw(num_train)
+    x_test, y_test = draw(num_test)
+    return Dataset(x_train, y_train, x_test, y_test, name="synthetic")
+
+
+def mnist_like(data_dir: str | pathlib.Path | None, num_train: int = 60000) -> Dataset:
+    """Fashion-MNIST from ``data_dir`` when its IDX files are there, else synthetic 784-d data."""
+    if has_idx_files(data_dir):
+        return fashion_mnist(data_dir)
+    return synthetic(num_train, 10000, (784,))

@@ -1,0 +1,64 @@
+"""benchmarks/: the plain-JAX yardstick computes what flax_pc computes, and the script runs."""
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import flax_pc as fpc
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import models  # noqa: E402
+import plain_pc  # noqa: E402
+
+STEPS = 3
+
+
+def _setup(model, x, inference_steps):
+    params = model.init(jax.random.key(1), x)["params"]
+    state = fpc.PCTrainState.create(
+        apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
+        node_tx=optax.sgd(0.01), inference_steps=inference_steps,
+    )  # fmt: skip
+    weights = plain_pc.weights_from_flax(params, models.plain_names(model))
+    return state, weights
+
+
+def _assert_same(state, weights, model):
+    expected = plain_pc.weights_from_flax(state.params, models.plain_names(model))
+    for a, b in zip(jax.tree_util.tree_leaves(weights), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def _compare(model, layers, x, y, inference_steps):
+    state, weights = _setup(model, x, inference_steps)
+    initial = state.params
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(weights)
+    flax_step = jax.jit(lambda s, x, y: s.train_step(x, y))
+    plain_step = jax.jit(plain_pc.make_pc_step(layers, tx, 0.01, inference_steps))
+    for _ in range(STEPS):
+        state, metrics = flax_step(state, x, y)
+        weights, opt_state, plain_metrics = plain_step(weights, opt_state, x, y)
+        np.testing.assert_allclose(metrics["energy"][-1], plain_metrics["energy"], rtol=1e-5)
+    _assert_same(state, weights, model)
+    # The weights moved: the comparison is not between two untouched copies.
+    assert not np.allclose(state.params["Dense_0"]["kernel"], initial["Dense_0"]["kernel"])
+
+
+def test_mlp_step_matches_plain_jax():
+    x = jax.random.uniform(jax.random.key(0), (32, 784))
+    y = jax.nn.one_hot(jnp.arange(32) % 10, 10)
+    _compare(models.MLP(), plain_pc.mlp_layers(3), x, y, inference_steps=4)
+
+
+def test_conv_step_matches_plain_jax():
+    model = models.VGG5(channels=(8, 16, 16, 16))
+    x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
+    y = jax.nn.one_hot(jnp.arange(8) % 10, 10)
+    _compare(model, plain_pc.vgg5_layers(4), x, y, inference_steps=3)
