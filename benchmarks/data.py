@@ -95,8 +95,13 @@ def synthetic(
     return Dataset(x_train, y_train, x_test, y_test, name="synthetic")
 
 
-def mnist_like(data_dir: str | pathlib.Path | None, num_train: int = 60000) -> Dataset:
-    """Fashion-MNIST from ``data_dir`` when its IDX files are there, else synthetic 784-d data."""
+def mnist_like(
+    data_dir: str | pathlib.Path | None, num_train: int = 60000, num_test: int = 10000
+) -> Dataset:
+    """Fashion-MNIST from ``data_dir`` when its IDX files are there, else synthetic 784-d data.
+
+    ``num_train`` and ``num_test`` size the synthetic data only.
+    """
     if has_idx_files(data_dir):
         return fashion_mnist(data_dir)
-    return synthetic(num_train, 10000, (784,))
+    return synthetic(num_train, num_test, (784,))

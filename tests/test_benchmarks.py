@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import flax_pc as fpc
 
@@ -20,12 +21,16 @@ STEPS = 3
 
 
 def _setup(model, x, inference_steps):
-    params = model.init(jax.random.key(1), x)["params"]
-    state = fpc.PCTrainState.create(
-        apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
-        node_tx=optax.sgd(0.01), inference_steps=inference_steps,
-    )  # fmt: skip
-    weights = plain_pc.weights_from_flax(params, models.plain_names(model))
+    def create(key):
+        return fpc.PCTrainState.create(
+            apply_fn=model.apply, params=model.init(key, x)["params"], tx=optax.adam(1e-3),
+            node_tx=optax.sgd(0.01), inference_steps=inference_steps,
+        )  # fmt: skip
+
+    # One jit (op by op, every new shape is a compile) and 'rbg' keys (XLA:CPU is slow
+    # to compile threefry for many initialisers).
+    state = jax.jit(create)(jax.random.key(1, impl="rbg"))
+    weights = plain_pc.weights_from_flax(state.params, models.plain_names(model))
     return state, weights
 
 
@@ -39,7 +44,7 @@ def _compare(model, layers, x, y, inference_steps):
     state, weights = _setup(model, x, inference_steps)
     initial = state.params
     tx = optax.adam(1e-3)
-    opt_state = tx.init(weights)
+    opt_state = jax.jit(tx.init)(weights)
     flax_step = jax.jit(lambda s, x, y: s.train_step(x, y))
     plain_step = jax.jit(plain_pc.make_pc_step(layers, tx, 0.01, inference_steps))
     for _ in range(STEPS):
@@ -58,7 +63,34 @@ def test_mlp_step_matches_plain_jax():
 
 
 def test_conv_step_matches_plain_jax():
-    model = models.VGG5(channels=(8, 16, 16, 16))
-    x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
+    model = models.VGG5(channels=(4, 8, 8, 8))
+    x = jax.random.uniform(jax.random.key(0), (8, 16, 16, 3))
     y = jax.nn.one_hot(jnp.arange(8) % 10, 10)
-    _compare(model, plain_pc.vgg5_layers(4), x, y, inference_steps=3)
+    _compare(model, plain_pc.vgg5_layers(4), x, y, inference_steps=2)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_end_to_end(tmp_path):
+    import pc_benchmark
+
+    tiny = ["--data_dir", "synthetic", "--batches", "2", "--epochs", "2", "--repeats", "1"]
+    tiny += ["--test_examples", "64", "--out", str(tmp_path)]
+    report = pc_benchmark.main([*tiny, "--workload", "reference", "--no_flops"])
+    (point,) = report["points"]
+    assert point["dataset"] == "synthetic"
+    assert set(point["results"]) == {
+        f"{impl}/{style}" for impl in ("flax_pc", "plain_jax", "backprop")
+        for style in ("batch", "epoch")
+    }  # fmt: skip
+    for style in ("batch", "epoch"):
+        assert point["ratios"][f"{style}: max |W_flax_pc - W_plain_jax|"] <= 1e-5
+        assert point["ratios"][f"{style}: flax_pc/plain_jax s/epoch"] > 0
+
+    report = pc_benchmark.main(
+        [*tiny, "--workload", "conv", "--conv_channels", "4,8,8,8", "--styles", "epoch"]
+    )
+    flops = report["points"][0]["flops"]
+    assert flops["backprop"] < flops["plain_jax_pc"]
+    assert flops["flax_pc_over_plain_jax"] == pytest.approx(1.0, abs=0.05)
+    assert (tmp_path / "reference.json").is_file()
+    assert (tmp_path / "conv.png").is_file()

@@ -1,0 +1,357 @@
+"""Training variants and how they are measured.
+
+A :class:`Variant` is one implementation (flax_pc, plain-JAX PC, backprop) in
+one style (``'batch'``: one jitted train step per batch, driven from Python;
+``'epoch'``: the whole epoch under one jit, a ``lax.scan`` over batches). All
+variants of a :class:`Workload` start from the same weights and see the same
+batches in the same order: the batch order of an epoch comes from one key
+through :func:`plain_pc.epoch_batches`, which is ``flax_pc.train_epoch``'s.
+The data lives on the device; batches are gathered there by index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import plain_pc
+from flax import linen as nn
+
+import flax_pc as fpc
+
+Array = jax.Array
+IMPLS = ("flax_pc", "plain_jax", "backprop")
+STYLES = ("batch", "epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A network and its PC hyperparameters; the weights come from ``model.init``."""
+
+    name: str
+    model: nn.Module
+    layers: Sequence[plain_pc.Layer]
+    names: Sequence[str]
+    inference_steps: int
+    batch_size: int
+    node_lr: float = 0.01
+    weight_lr: float = 1e-3
+    seed: int = 0
+
+    def weight_tx(self) -> optax.GradientTransformation:
+        """The weight optimiser (Adam)."""
+        return optax.adam(self.weight_lr)
+
+    def init_params(self, example: Array) -> Any:
+        """The flax params every variant starts from."""
+        # One compile, and with 'rbg' keys: XLA:CPU takes seconds to compile threefry
+        # for a VGG-5's worth of initialisers.
+        key = jax.random.key(self.seed, impl="rbg")
+        return jax.jit(self.model.init)(key, example[:1])["params"]
+
+
+@dataclasses.dataclass
+class Variant:
+    """One implementation in one style, with what the harness needs to drive it.
+
+    Attributes:
+      impl, style: see the module doc.
+      make_jit: returns a *fresh* ``jax.jit`` function (so each compile is cold).
+      lower_args: ``(state, inputs, targets, key) -> args`` for ``lower``.
+      init_state: a fresh training state from the shared initial weights.
+      run_epoch: ``(compiled, state, inputs, targets, key) -> state``.
+      predict: ``(state, x) -> outputs``, the feed-forward network.
+      plain_weights: ``state -> plain_pc weights`` (to compare implementations).
+    """
+
+    impl: str
+    style: str
+    make_jit: Callable[[], Any]
+    lower_args: Callable[..., tuple]
+    init_state: Callable[[], Any]
+    run_epoch: Callable[..., Any]
+    predict: Callable[[Any, Array], Array]
+    plain_weights: Callable[[Any], plain_pc.Weights]
+
+    @property
+    def name(self) -> str:
+        """``'impl/style'``."""
+        return f"{self.impl}/{self.style}"
+
+
+def _copy(tree):
+    # Every variant donates its state: give each its own buffers.
+    return jax.tree_util.tree_map(jnp.array, tree)
+
+
+def _batch_rows(inputs, key, batch_size):
+    # Device-side slices of the device-side order: no host round trip.
+    return list(plain_pc.epoch_batches(key, inputs.shape[0], batch_size))
+
+
+def _index_args(state, inputs, targets, key, batch_size):
+    return (state, inputs, targets, jnp.zeros((batch_size,), jnp.int32))
+
+
+def flax_pc_variant(workload: Workload, params: Any, style: str) -> Variant:
+    """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``."""
+    bs = workload.batch_size
+
+    def init_state():
+        return fpc.PCTrainState.create(
+            apply_fn=workload.model.apply,
+            params=_copy(params),
+            tx=workload.weight_tx(),
+            node_tx=optax.sgd(workload.node_lr),
+            inference_steps=workload.inference_steps,
+        )
+
+    if style == "batch":
+
+        def make_jit():
+            return jax.jit(lambda s, x, y, idx: s.train_step(x[idx], y[idx]), donate_argnums=0)
+
+        def run_epoch(step, state, inputs, targets, key):
+            for rows in _batch_rows(inputs, key, bs):
+                state, _ = step(state, inputs, targets, rows)
+            return state
+
+        def lower_args(state, inputs, targets, key):
+            return _index_args(state, inputs, targets, key, bs)
+    else:
+
+        def make_jit():
+            return jax.jit(
+                lambda s, x, y, key: fpc.train_epoch(s, x, y, key, batch_size=bs),
+                donate_argnums=0,
+            )
+
+        def run_epoch(epoch, state, inputs, targets, key):
+            return epoch(state, inputs, targets, key)[0]
+
+        def lower_args(state, inputs, targets, key):
+            return (state, inputs, targets, key)
+
+    def plain_weights(state):
+        return plain_pc.weights_from_flax(state.params, workload.names)
+
+    return Variant(
+        impl="flax_pc",
+        style=style,
+        make_jit=make_jit,
+        lower_args=lower_args,
+        init_state=init_state,
+        run_epoch=run_epoch,
+        predict=lambda state, x: workload.model.apply({"params": state.params}, x),
+        plain_weights=plain_weights,
+    )
+
+
+def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step_kw) -> Variant:
+    """Plain-JAX PC (``impl='plain_jax'``) or backprop (``impl='backprop'``)."""
+    bs = workload.batch_size
+    weights = plain_pc.weights_from_flax(params, workload.names)
+
+    def make_step():
+        if impl == "backprop":
+            return plain_pc.make_bp_step(workload.layers, workload.weight_tx())
+        return plain_pc.make_pc_step(
+            workload.layers,
+            workload.weight_tx(),
+            workload.node_lr,
+            workload.inference_steps,
+            **step_kw,
+        )
+
+    def init_state():
+        w = _copy(weights)
+        return w, workload.weight_tx().init(w)
+
+    if style == "batch":
+
+        def make_jit():
+            step = make_step()
+            return jax.jit(
+                lambda w, s, x, y, idx: step(w, s, x[idx], y[idx]), donate_argnums=(0, 1)
+            )
+
+        def run_epoch(step, state, inputs, targets, key):
+            w, s = state
+            for rows in _batch_rows(inputs, key, bs):
+                w, s, _ = step(w, s, inputs, targets, rows)
+            return w, s
+
+        def lower_args(state, inputs, targets, key):
+            return (*state, inputs, targets, jnp.zeros((bs,), jnp.int32))
+    else:
+
+        def make_jit():
+            return jax.jit(plain_pc.make_epoch(make_step(), bs), donate_argnums=(0, 1))
+
+        def run_epoch(epoch, state, inputs, targets, key):
+            return epoch(*state, inputs, targets, key)[:2]
+
+        def lower_args(state, inputs, targets, key):
+            return (*state, inputs, targets, key)
+
+    return Variant(
+        impl=impl,
+        style=style,
+        make_jit=make_jit,
+        lower_args=lower_args,
+        init_state=init_state,
+        run_epoch=run_epoch,
+        predict=lambda state, x: plain_pc.predict(workload.layers, state[0], x),
+        plain_weights=lambda state: state[0],
+    )
+
+
+def make_variants(
+    workload: Workload,
+    params: Any,
+    impls: Sequence[str] = IMPLS,
+    styles: Sequence[str] = STYLES,
+    unroll: bool = False,
+) -> list[Variant]:
+    """Every requested implementation in every requested style."""
+    variants = []
+    for style in styles:
+        for impl in impls:
+            if impl == "flax_pc":
+                variants.append(flax_pc_variant(workload, params, style))
+            elif impl == "plain_jax":
+                variants.append(plain_variant(workload, params, style, impl, unroll=unroll))
+            elif impl == "backprop":
+                variants.append(plain_variant(workload, params, style, impl))
+            else:
+                raise ValueError(f"unknown implementation {impl!r}; pick from {IMPLS}")
+    return variants
+
+
+def _memory(compiled) -> dict[str, float]:
+    """XLA's buffer assignment for the compiled function, in MiB."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # not every backend reports it
+        return {}
+    if stats is None:
+        return {}
+    mib = 1 / 2**20
+    peak = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+    )
+    return {
+        "xla_temp_mib": stats.temp_size_in_bytes * mib,
+        "xla_argument_mib": stats.argument_size_in_bytes * mib,
+        "xla_peak_mib": peak * mib,
+    }
+
+
+def accuracy(variant: Variant, state: Any, x: Array, y: Array, chunk: int = 1000) -> float:
+    """Feed-forward accuracy: argmax of the output against argmax of ``y``."""
+    predict = jax.jit(variant.predict)
+    hits = 0
+    for start in range(0, x.shape[0], chunk):
+        out = predict(state, x[start : start + chunk])
+        hits += int(jnp.sum(out.argmax(-1) == y[start : start + chunk].argmax(-1)))
+    return hits / x.shape[0]
+
+
+def run(
+    variants: Sequence[Variant],
+    data: tuple[Array, Array, Array, Array],
+    *,
+    batch_size: int,
+    epochs: int,
+    compile_repeats: int,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Compiles and trains every variant in this process, interleaved.
+
+    Compiles are interleaved over ``compile_repeats`` rounds; epochs are
+    interleaved too (variant order rotated every epoch) so that load from
+    other processes hits all variants alike. Epoch ``e`` uses the key
+    ``fold_in(key(seed), e)`` for every variant.
+
+    Returns:
+      ``{variant name: metrics}``: compile times (median over the rounds),
+      every epoch's wall-clock and process CPU seconds with their medians over
+      the epochs after the first, examples/second (wall clock), XLA memory,
+      test accuracy and the final weights (``'_weights'``).
+    """
+    x_train, y_train, x_test, y_test = data
+    num_examples = (x_train.shape[0] // batch_size) * batch_size
+    results: dict[str, dict[str, Any]] = {v.name: {"compile": []} for v in variants}
+    states = {v.name: v.init_state() for v in variants}
+    key = jax.random.key(seed)
+    compiled = {}
+    for r in range(compile_repeats):
+        for v in variants:
+            fn = v.make_jit()
+            args = v.lower_args(states[v.name], x_train, y_train, key)
+            t0 = time.perf_counter()
+            lowered = fn.lower(*args)
+            t1 = time.perf_counter()
+            compiled[v.name] = lowered.compile()
+            t2 = time.perf_counter()
+            results[v.name]["compile"].append((t1 - t0, t2 - t1))
+            log(f"  compile {v.name:20s} round {r}: lower {t1 - t0:.2f}s compile {t2 - t1:.2f}s")
+
+    epoch_times: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu_times: dict[str, list[float]] = {v.name: [] for v in variants}
+    for e in range(epochs):
+        epoch_key = jax.random.fold_in(key, e)
+        shift = e % len(variants)
+        for v in list(variants[shift:]) + list(variants[:shift]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            state = v.run_epoch(compiled[v.name], states[v.name], x_train, y_train, epoch_key)
+            jax.block_until_ready(state)
+            epoch_times[v.name].append(time.perf_counter() - t0)
+            cpu_times[v.name].append(time.process_time() - c0)
+            states[v.name] = state
+            log(
+                f"  epoch {e} {v.name:20s} {epoch_times[v.name][-1]:.3f}s "
+                f"(cpu {cpu_times[v.name][-1]:.3f}s)"
+            )
+
+    for v in variants:
+        res = results[v.name]
+        lowers, compiles = zip(*res.pop("compile"))
+        median = _median_after_first(epoch_times[v.name])
+        res.update(
+            impl=v.impl,
+            style=v.style,
+            lower_s=statistics.median(lowers),
+            xla_compile_s=statistics.median(compiles),
+            compile_s=statistics.median([a + b for a, b in zip(lowers, compiles)]),
+            epoch_s=epoch_times[v.name],
+            median_epoch_s=median,
+            epoch_cpu_s=cpu_times[v.name],
+            median_epoch_cpu_s=_median_after_first(cpu_times[v.name]),
+            examples_per_s=num_examples / median,
+            test_accuracy=accuracy(v, states[v.name], x_test, y_test),
+            **_memory(compiled[v.name]),
+        )
+        res["_weights"] = v.plain_weights(states[v.name])
+    return results
+
+
+def _median_after_first(times: list[float]) -> float:
+    return statistics.median(times[1:] or times)
+
+
+def max_weight_difference(a: plain_pc.Weights, b: plain_pc.Weights) -> float:
+    """``max |a - b|`` over every weight."""
+    diffs = jax.tree_util.tree_map(lambda p, q: jnp.max(jnp.abs(p - q)), a, b)
+    return float(max(np.asarray(d) for d in jax.tree_util.tree_leaves(diffs)))

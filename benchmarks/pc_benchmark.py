@@ -1,0 +1,311 @@
+"""flax_pc against plain JAX and backprop, in one process, on the same data and weights.
+
+Workloads (``--workload``):
+
+* ``reference``: Fashion-MNIST, MLP 784-128-128-128-10 tanh, T=4, batch 256;
+* ``steps`` / ``width`` / ``depth``: the reference MLP with T, the hidden
+  width or the number of hidden layers swept (``--values`` overrides);
+* ``conv``: pcx's VGG-5 on synthetic 32x32x3 images, batch 128, T=7;
+* ``all``: every one of them.
+
+Each prints a table and writes ``<out>/<workload>.json``; sweeps also plot
+``<out>/<workload>.png``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import data as data_lib
+import harness
+import jax
+import models
+import numpy as np
+import plain_pc
+import plots
+
+SWEEPS = {
+    "steps": (1, 4, 16, 64),
+    "width": (128, 512, 2048),
+    "depth": (3, 6, 12),
+}
+WORKLOADS = ("reference", *SWEEPS, "conv")
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def mlp_workload(name: str, width: int = 128, depth: int = 3, steps: int = 4) -> harness.Workload:
+    """The reference MLP (784-width^depth-10, tanh), T=steps, batch 256."""
+    model = models.MLP(hidden=(width,) * depth)
+    return harness.Workload(
+        name=name,
+        model=model,
+        layers=plain_pc.mlp_layers(depth),
+        names=models.plain_names(model),
+        inference_steps=steps,
+        batch_size=256,
+    )
+
+
+def conv_workload(channels: tuple[int, ...]) -> harness.Workload:
+    """pcx's VGG-5 CIFAR-10 setup: batch 128, T=7."""
+    model = models.VGG5(channels=channels)
+    return harness.Workload(
+        name="conv",
+        model=model,
+        layers=plain_pc.vgg5_layers(len(channels)),
+        names=models.plain_names(model),
+        inference_steps=7,
+        batch_size=128,
+    )
+
+
+def _points(args) -> list[tuple[dict[str, Any], harness.Workload]]:
+    """``(description, workload)`` for every point of ``args.workload``."""
+    if args.workload == "reference":
+        return [({"model": "mlp-784-128x3-10", "T": 4}, mlp_workload("reference"))]
+    if args.workload == "conv":
+        channels = tuple(int(c) for c in args.conv_channels.split(","))
+        return [({"model": f"vgg5-{channels}", "T": 7}, conv_workload(channels))]
+    values = [int(v) for v in args.values.split(",")] if args.values else SWEEPS[args.workload]
+    key = {"steps": "steps", "width": "width", "depth": "depth"}[args.workload]
+    return [({key: v}, mlp_workload(f"{args.workload}={v}", **{key: v})) for v in values]
+
+
+def _data(args, workload: harness.Workload):
+    """Device arrays ``(x_train, y_train, x_test, y_test)`` and the data set's name."""
+    bs = workload.batch_size
+    if args.workload == "conv":
+        n = (args.batches or 2) * bs
+        ds = data_lib.synthetic(n, args.test_examples or 256, (32, 32, 3))
+    else:
+        ds = data_lib.mnist_like(
+            args.data_dir, (args.batches or 234) * bs, args.test_examples or 10000
+        )
+        if args.batches:
+            n = args.batches * bs
+            ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
+    if args.test_examples:
+        ds = ds._replace(
+            x_test=ds.x_test[: args.test_examples], y_test=ds.y_test[: args.test_examples]
+        )
+    arrays = tuple(jax.device_put(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    return arrays, ds.name
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """flax_pc / plain_jax (time, compile, memory) per style, and PC / backprop.
+
+    Time ratios are the median over epochs (after the first) of the per-epoch
+    ratio: both epochs of a pair ran in the same round, under the same load.
+    """
+    out = {}
+
+    def ratio(name, a, b, key):
+        if not (a and b and key in a and b.get(key)):
+            return
+        if isinstance(a[key], list):
+            pairs = list(zip(a[key], b[key]))
+            out[name] = statistics.median(x / y for x, y in pairs[1:] or pairs)
+        else:
+            out[name] = a[key] / b[key]
+
+    for style in harness.STYLES:
+        get = {impl: results.get(f"{impl}/{style}") for impl in harness.IMPLS}
+        flax, plain, bp = get["flax_pc"], get["plain_jax"], get["backprop"]
+        ratio(f"{style}: flax_pc/plain_jax s/epoch", flax, plain, "epoch_s")
+        ratio(f"{style}: flax_pc/plain_jax cpu s/epoch", flax, plain, "epoch_cpu_s")
+        ratio(f"{style}: flax_pc/plain_jax compile", flax, plain, "compile_s")
+        ratio(f"{style}: flax_pc/plain_jax xla temp", flax, plain, "xla_temp_mib")
+        for impl, res in (("flax_pc", flax), ("plain_jax", plain)):
+            ratio(f"{style}: {impl}/backprop s/epoch", res, bp, "epoch_s")
+            ratio(f"{style}: {impl}/backprop cpu s/epoch", res, bp, "epoch_cpu_s")
+        if flax and plain:
+            out[f"{style}: max |W_flax_pc - W_plain_jax|"] = harness.max_weight_difference(
+                flax["_weights"], plain["_weights"]
+            )
+    return out
+
+
+def format_table(point: dict[str, Any]) -> str:
+    """One point's results and ratios as a text table."""
+    header = (
+        f"{'variant':20s} {'compile s':>9s} {'s/epoch':>9s} {'cpu s/ep':>9s} {'examples/s':>11s} "
+        f"{'XLA temp MiB':>12s} {'XLA peak MiB':>12s} {'test acc':>8s}"
+    )
+    lines = [f"== {point['workload']} ({point['dataset']}, {point['num_batches']} batches "
+             f"of {point['batch_size']}, T={point['inference_steps']})", header]  # fmt: skip
+    for name, r in point["results"].items():
+        lines.append(
+            f"{name:20s} {r['compile_s']:9.2f} {r['median_epoch_s']:9.3f} "
+            f"{r['median_epoch_cpu_s']:9.3f} "
+            f"{r['examples_per_s']:11.0f} {r.get('xla_temp_mib', float('nan')):12.1f} "
+            f"{r.get('xla_peak_mib', float('nan')):12.1f} {r['test_accuracy']:8.4f}"
+        )
+    for name, value in point["ratios"].items():
+        lines.append(f"  {name:42s} {value:.3g}")
+    if point.get("flops"):
+        f = point["flops"]
+        lines.append(
+            "  FLOPs/example (XLA, unrolled): "
+            f"forward {f['forward']:.3g}, PC plain {f['plain_jax_pc']:.3g}, "
+            f"PC flax_pc {f['flax_pc']:.3g}, backprop {f['backprop']:.3g}, "
+            f"PC/backprop {f['pc_over_backprop']:.2f}, "
+            f"flax_pc/plain {f['flax_pc_over_plain_jax']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def run_point(args, description: dict[str, Any], workload: harness.Workload) -> dict[str, Any]:
+    """Measures every variant on one workload; returns a JSON-ready dict."""
+    (x_train, y_train, x_test, y_test), dataset = _data(args, workload)
+    params = workload.init_params(x_train)
+    styles = args.styles.split(",") if args.styles else _default_styles(args.workload)
+    variants = harness.make_variants(
+        workload, params, impls=args.impls.split(","), styles=styles, unroll=args.unroll
+    )
+    print(f"-- {workload.name}: {len(variants)} variants", flush=True)
+    results = harness.run(
+        variants,
+        (x_train, y_train, x_test, y_test),
+        batch_size=workload.batch_size,
+        epochs=args.epochs or (7 if args.workload == "reference" else 3),
+        compile_repeats=args.compile_repeats,
+        seed=workload.seed,
+        log=(lambda s: print(s, flush=True)) if args.verbose else (lambda s: None),
+    )
+    point = {
+        "workload": workload.name,
+        **description,
+        "dataset": dataset,
+        "batch_size": workload.batch_size,
+        "num_batches": x_train.shape[0] // workload.batch_size,
+        "inference_steps": workload.inference_steps,
+        "plain_jax_loop": "unrolled" if args.unroll else "fori_loop",
+        "results": results,
+        "ratios": ratios(results),
+    }
+    if args.flops:
+        from flops import train_step_flops  # imports flax_pc too; only when asked
+
+        batch = workload.batch_size
+        point["flops"] = train_step_flops(workload, params, x_train[:batch], y_train[:batch])
+    for r in results.values():
+        r.pop("_weights")
+    print(format_table(point), flush=True)
+    return point
+
+
+def _default_styles(workload: str) -> list[str]:
+    # Both styles where the targets are set; the sweeps compare the epoch scan.
+    return list(harness.STYLES) if workload in ("reference", "conv") else ["epoch"]
+
+
+def _machine() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "device": f"{device.platform}:{device.device_kind}",
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the benchmark described by the command line; returns what it wrote."""
+    args = parse_args(argv)
+    if args.workload == "all":
+        names = WORKLOADS
+        base = [*(argv if argv is not None else sys.argv[1:])]
+        return {n: main([*base, "--workload", n]) for n in names}
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"argv": argv or sys.argv[1:], "machine": _machine(), "points": []}
+    start = time.perf_counter()
+    for description, workload in _points(args):
+        report["points"].append(run_point(args, description, workload))
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    report["wall_s"] = time.perf_counter() - start
+    # Whole process (all variants); per-variant memory is XLA's buffer assignment above.
+    report["process_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device_stats = jax.devices()[0].memory_stats()
+    if device_stats:
+        report["device_peak_mib"] = device_stats.get("peak_bytes_in_use", 0) / 2**20
+    name = args.name or args.workload
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    if len(report["points"]) > 1 or args.workload == "conv":
+        plots.plot(report, out_dir / f"{name}.png", title=_title(args))
+    print(f"wrote {out_dir / name}.json ({report['wall_s']:.0f}s)")
+    return report
+
+
+def _title(args) -> str:
+    what = {"steps": "inference steps T", "width": "hidden width", "depth": "hidden layers"}
+    return what.get(args.workload, "VGG-5 on 32x32x3, batch 128, T=7")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return str(obj)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module doc)."""
+    default_data = (
+        data_lib.DEFAULT_DATA_DIR if data_lib.has_idx_files(data_lib.DEFAULT_DATA_DIR) else None
+    )
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--workload", choices=(*WORKLOADS, "all"), default="reference")
+    p.add_argument(
+        "--data_dir",
+        default=default_data,
+        help="Fashion-MNIST IDX files; synthetic data when they are not there "
+        "(e.g. --data_dir synthetic); default %(default)s",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per variant; the first is not timed (default 7, sweeps 3)",
+    )
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="batches per epoch (default: the whole training set; conv 2)",
+    )
+    p.add_argument("--test_examples", type=int, default=None, help="test examples for the accuracy")
+    p.add_argument(
+        "--repeats",
+        "--compile_repeats",
+        dest="compile_repeats",
+        type=int,
+        default=3,
+        help="cold compiles (lower + compile) per variant, interleaved",
+    )
+    p.add_argument("--values", default=None, help="sweep values, e.g. 1,4,16")
+    p.add_argument("--styles", default=None, help="batch,epoch (default: both for reference/conv)")
+    p.add_argument("--impls", default=",".join(harness.IMPLS))
+    p.add_argument("--conv_channels", default="128,256,512,512")
+    p.add_argument("--unroll", action="store_true", help="plain-JAX node steps as a Python loop")
+    p.add_argument("--no_flops", dest="flops", action="store_false", help="skip the FLOP count")
+    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--name", default=None, help="results file name (default: the workload)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every compile and epoch")
+    return p.parse_args(argv)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
