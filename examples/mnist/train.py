@@ -1,0 +1,493 @@
+"""Trains a predictive-coding network on MNIST and evaluates it after every epoch.
+
+The whole data set lives on the device; each epoch is one jitted call of
+:func:`flax_pc.train_epoch` (a ``lax.scan`` over the batches) followed by one
+jitted evaluation on the full test set, and one host sync for the metrics.
+The workdir gets ``config.json``, ``metrics.jsonl``, TensorBoard summaries,
+an orbax checkpoint per epoch and ``curves.png``; rerunning with the same
+workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging as std_logging
+import math
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+import input_pipeline
+import jax
+import jax.numpy as jnp
+import ml_collections
+import models
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import plots
+from absl import logging
+
+import flax_pc as fpc
+
+MODELS = ("mlp", "cnn")
+OUTPUT_ENERGIES = {
+    "squared_error": fpc.energies.squared_error,
+    "cross_entropy": fpc.energies.cross_entropy,
+}
+OPTIMIZERS = ("adam", "adamw")
+NODE_INITS = ("forward", "zeros", "normal")
+#: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
+#: a workdir trained with other values cannot be resumed.
+MODEL_FIELDS = ("dataset", "model", "hidden_sizes", "conv_features", "activation", "optimizer")
+
+
+_HERE = str(pathlib.Path(__file__).parent)
+
+
+class ConfigError(ValueError):
+    """A config field has a bad value."""
+
+
+class WorkdirError(Exception):
+    """The workdir cannot be used for this run (nothing in it was changed)."""
+
+
+class DivergedError(Exception):
+    """Training produced a non-finite energy or loss."""
+
+
+#: Errors the user fixes; ``main.py`` turns them into a one-line message.
+USER_ERRORS = (ConfigError, WorkdirError, DivergedError, input_pipeline.DataError)
+
+
+# --- Config ------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
+
+    def check(name: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ConfigError(f"config.{name} = {config[name]!r}: expected {expected}.")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def positive_int(name: str) -> None:
+        check(name, is_int(config[name]) and config[name] > 0, "an int > 0")
+
+    def positive_float(name: str) -> None:
+        value = config[name]
+        check(name, is_number(value) and math.isfinite(value) and value > 0, "a number > 0")
+
+    def one_of(name: str, choices: Any) -> None:
+        check(name, config[name] in choices, f"one of {tuple(choices)}")
+
+    def sizes(name: str, required: bool) -> None:
+        value = config[name]
+        ok = isinstance(value, (tuple, list)) and all(is_int(v) and v > 0 for v in value)
+        check(name, ok and (len(value) > 0 or not required), "a non-empty tuple of ints > 0")
+
+    one_of("dataset", input_pipeline.DATASETS)
+    check("data_dir", config.data_dir is None or isinstance(config.data_dir, str), "a path")
+    positive_int("synthetic_train_size")
+    positive_int("synthetic_test_size")
+    one_of("model", MODELS)
+    sizes("hidden_sizes", required=config.model == "mlp")
+    sizes("conv_features", required=config.model == "cnn")
+    one_of("activation", models.ACTIVATIONS)
+    one_of("algorithm", fpc.ALGORITHMS)
+    one_of("output_energy", OUTPUT_ENERGIES)
+    positive_int("inference_steps")
+    positive_float("node_learning_rate")
+    momentum = config.node_momentum
+    check("node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
+    one_of("node_init", NODE_INITS)
+    positive_float("node_init_stddev")
+    one_of("optimizer", OPTIMIZERS)
+    positive_float("learning_rate")
+    decay = config.weight_decay
+    check("weight_decay", is_number(decay) and math.isfinite(decay) and decay >= 0, "a number >= 0")
+    if decay > 0 and config.optimizer != "adamw":
+        raise ConfigError(
+            f"config.weight_decay = {decay!r} needs config.optimizer = 'adamw' "
+            f"(it is {config.optimizer!r})."
+        )
+    positive_int("batch_size")
+    positive_int("eval_batch_size")
+    positive_int("num_epochs")
+    check("seed", is_int(config.seed) and config.seed >= 0, "an int >= 0")
+    positive_int("checkpoints_to_keep")
+
+
+def _check_batch_size(config: ml_collections.ConfigDict, num_train: int) -> None:
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f"config.batch_size = {config.batch_size} is larger than the training set "
+            f"({num_train} examples)."
+        )
+
+
+# --- Model and train state ---------------------------------------------------
+
+
+def create_model(config: ml_collections.ConfigDict) -> models.MLP | models.CNN:
+    """The linen model that ``config.model`` names."""
+    common = dict(
+        hidden_sizes=tuple(config.hidden_sizes),
+        num_classes=input_pipeline.NUM_CLASSES,
+        activation=config.activation,
+        node_init=config.node_init,
+        node_init_stddev=config.node_init_stddev,
+    )
+    if config.model == "cnn":
+        return models.CNN(conv_features=tuple(config.conv_features), **common)
+    return models.MLP(**common)
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The weight optimiser."""
+    if config.optimizer == "adamw":
+        return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+    return optax.adam(config.learning_rate)
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc.PCTrainState:
+    """A fresh :class:`flax_pc.PCTrainState` for ``config``."""
+    model = create_model(config)
+    params_rng, node_rng = jax.random.split(rng)
+    dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
+    # One compiled init instead of hundreds of eager ops: seconds less at start-up.
+    init = jax.jit(lambda rngs: model.init(rngs, dummy)["params"])
+    params = init({"params": params_rng, fpc.NODE_RNG: node_rng})
+    momentum = config.node_momentum or None
+    return fpc.PCTrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=create_optimizer(config),
+        node_tx=optax.sgd(config.node_learning_rate, momentum=momentum),
+        inference_steps=config.inference_steps,
+        output_energy=OUTPUT_ENERGIES[config.output_energy],
+        algorithm=config.algorithm,
+    )
+
+
+# --- Evaluation --------------------------------------------------------------
+
+
+def _pad_test_set(images: np.ndarray, labels: np.ndarray, eval_batch_size: int):
+    """Pads the test set to whole chunks of ``eval_batch_size``; returns a mask too."""
+    n = len(images)
+    chunk = min(eval_batch_size, n)
+    padded = -(-n // chunk) * chunk
+    pad = padded - n
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+    mask = np.arange(padded) < n
+    return (
+        images.reshape(-1, chunk, *images.shape[1:]),
+        labels.reshape(-1, chunk),
+        mask.reshape(-1, chunk),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "output_energy"))
+def evaluate(params, images, labels, mask, *, apply_fn, output_energy):
+    """Feed-forward accuracy and mean output energy on a chunked test set."""
+
+    def chunk(batch):
+        x, y, m = batch
+        logits = apply_fn({"params": params}, x)
+        targets = jax.nn.one_hot(y, logits.shape[-1])
+        correct = jnp.sum((jnp.argmax(logits, -1) == y) * m)
+        return correct, jnp.sum(output_energy(targets, logits) * m)
+
+    correct, loss = jax.lax.map(chunk, (images, labels, mask))
+    n = jnp.sum(mask)
+    return {"test_accuracy": jnp.sum(correct) / n, "test_loss": jnp.sum(loss) / n}
+
+
+@jax.jit
+def summarize_epoch(metrics):
+    """Reduces ``train_epoch``'s per-batch metrics to per-epoch means."""
+    return {
+        "train_energy": jnp.mean(metrics["energy"][:, -1]),
+        "train_loss": jnp.mean(metrics["loss"]),
+        "energy_per_step": jnp.mean(metrics["energy"], axis=0),
+        "node_energies": jax.tree_util.tree_map(jnp.mean, metrics["node_energies"]),
+    }
+
+
+# --- Workdir -----------------------------------------------------------------
+
+
+def _config_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in config.json
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Refuses a workdir whose run cannot be continued with ``config``; changes nothing."""
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
+    saved_file = workdir / "config.json"
+    if not saved_file.exists():
+        return
+    try:
+        saved = json.loads(saved_file.read_text())
+    except (OSError, ValueError) as e:
+        raise WorkdirError(f"cannot read {saved_file} ({e}); use another --workdir.") from None
+    current = _config_record(config)
+    fields = [f for f in MODEL_FIELDS if f != "conv_features" or current["model"] == "cnn"]
+    for field in fields:
+        if saved.get(field) != current[field]:
+            raise WorkdirError(
+                f"workdir {str(workdir)!r} holds a run with {field} = {saved.get(field)!r}, "
+                f"this config has {current[field]!r}; use another --workdir to train this model."
+            )
+
+
+def _read_metrics(path: pathlib.Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    """The records of epochs ``1..up_to_epoch``, dropping any written after the checkpoint."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["epoch"] <= up_to_epoch]
+
+
+def _write_lines(path: pathlib.Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+def _create_writer(workdir: pathlib.Path):
+    try:
+        from clu import metric_writers
+    except ImportError as e:  # clu's TensorBoard writer needs the tensorboard package.
+        logging.warning("No TensorBoard summaries (%s); pip install tensorboard.", e)
+        return None
+    # Our own log line per epoch says it all: TensorBoard only, off the main thread.
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
+
+
+class _OwnInfoOnly(std_logging.Filter):
+    """Keeps INFO lines of this example only: orbax logs dozens per checkpoint."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(_HERE)
+
+
+def _flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, (int, float, str, bool)) else str(v)
+        for k, v in config.to_dict().items()
+    }
+
+
+# --- The loop ----------------------------------------------------------------
+
+
+def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{num_epochs}: train energy {record['train_energy']:.4f}, "
+        f"train loss {record['train_loss']:.4f}, test accuracy "
+        f"{100 * record['test_accuracy']:.2f}%, test loss {record['test_loss']:.4f} "
+        f"({record['seconds']:.2f} s, {record['examples_per_second']:,.0f} examples/s)"
+    )
+
+
+def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
+    values = [record["train_energy"], record["train_loss"], record["test_loss"]]
+    if all(math.isfinite(v) for v in values):
+        return
+    if config.algorithm == "bp":
+        hint = f"lower config.learning_rate (now {config.learning_rate})"
+    else:
+        hint = (
+            f"lower config.node_learning_rate (now {config.node_learning_rate}) or "
+            f"config.learning_rate (now {config.learning_rate})"
+        )
+    raise DivergedError(
+        f"the energy became {record['train_energy']} in epoch {record['epoch']} (train loss "
+        f"{record['train_loss']}, test loss {record['test_loss']}): training diverged; {hint}. "
+        f"The last good checkpoint (epoch {record['epoch'] - 1}) is kept."
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.PCTrainState:
+    """Trains ``config``'s model for ``config.num_epochs``, evaluating after each epoch.
+
+    Resumes from the latest checkpoint in ``workdir`` if there is one.
+
+    Args:
+      config: the hyperparameters (see ``configs/default.py``).
+      workdir: where checkpoints, metrics, summaries and plots go.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      ConfigError, WorkdirError, input_pipeline.DataError: before anything in
+        ``workdir`` is changed.
+      DivergedError: the energy became NaN or infinite (the checkpoint of the
+        last good epoch is kept).
+    """
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    validate_config(config)
+    workdir_path = pathlib.Path(workdir)
+    _check_workdir(config, workdir_path)
+
+    splits = input_pipeline.load(
+        config.dataset,
+        data_dir=config.data_dir or None,
+        synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
+    )
+    num_train = len(splits.train_images)
+    _check_batch_size(config, num_train)
+    logging.info(
+        "%s: %d training and %d test images (%s).",
+        config.dataset,
+        num_train,
+        len(splits.test_images),
+        config.data_dir or ("synthetic" if config.dataset == "synthetic" else "TFDS"),
+    )
+
+    init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
+    state = create_train_state(config, init_rng)
+    logging.info(
+        "%s %s with %d params, algorithm %r, %d inference steps.",
+        config.model.upper(),
+        "x".join(map(str, (*config.conv_features, *config.hidden_sizes)))
+        if config.model == "cnn"
+        else "-".join(map(str, (784, *config.hidden_sizes, 10))),
+        sum(p.size for p in jax.tree_util.tree_leaves(state.params)),
+        config.algorithm,
+        config.inference_steps,
+    )
+
+    workdir_path.mkdir(parents=True, exist_ok=True)
+    checkpoints = ocp.CheckpointManager(
+        (workdir_path / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep, create=True),
+    )
+    start_epoch = checkpoints.latest_step() or 0
+    if start_epoch:
+        try:
+            state = checkpoints.restore(start_epoch, args=ocp.args.StandardRestore(state))
+        except (ValueError, KeyError, TypeError) as e:
+            checkpoints.close()
+            raise WorkdirError(
+                f"the checkpoint of epoch {start_epoch} in {workdir} does not fit this config "
+                f"({type(e).__name__}); use another --workdir."
+            ) from None
+        logging.info("Resuming from epoch %d of %d.", start_epoch, config.num_epochs)
+    metrics_file = workdir_path / "metrics.jsonl"
+    records = _read_metrics(metrics_file, start_epoch)
+    _write_lines(metrics_file, records)
+    (workdir_path / "config.json").write_text(config.to_json(indent=2, sort_keys=True) + "\n")
+
+    writer = _create_writer(workdir_path)
+    if writer is not None and not start_epoch:
+        writer.write_hparams(_flat_config(config))
+
+    train_images = jax.device_put(splits.train_images)
+    train_targets = jax.nn.one_hot(jax.device_put(splits.train_labels), input_pipeline.NUM_CLASSES)
+    test_set = [
+        jax.device_put(a)
+        for a in _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
+    ]
+    train_epoch = jax.jit(
+        fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
+    )
+    eval_fn = functools.partial(
+        evaluate, apply_fn=state.apply_fn, output_energy=state.output_energy
+    )
+    examples_per_epoch = (num_train // config.batch_size) * config.batch_size
+
+    progress = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(
+            total=config.num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True
+        )
+    if start_epoch < config.num_epochs:
+        logging.info(
+            "Training epochs %d..%d (the first one compiles).", start_epoch + 1, config.num_epochs
+        )
+    try:
+        for epoch in range(start_epoch + 1, config.num_epochs + 1):
+            start = time.perf_counter()
+            state, train_metrics = train_epoch(
+                state,
+                train_images,
+                train_targets,
+                jax.random.fold_in(data_rng, epoch),
+                batch_size=config.batch_size,
+            )
+            summary = jax.device_get(
+                {**summarize_epoch(train_metrics), **eval_fn(state.params, *test_set)}
+            )
+            seconds = time.perf_counter() - start
+            record = {
+                "epoch": epoch,
+                "train_energy": float(summary["train_energy"]),
+                "train_loss": float(summary["train_loss"]),
+                "test_accuracy": float(summary["test_accuracy"]),
+                "test_loss": float(summary["test_loss"]),
+                "seconds": seconds,
+                "examples_per_second": examples_per_epoch / seconds,
+                "energy_per_step": [float(e) for e in summary["energy_per_step"]],
+                "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
+            }
+            _check_finite(record, config)
+
+            records.append(record)
+            # The metrics line goes first: a run killed before its checkpoint is
+            # complete redoes the epoch, and the resume drops the line again.
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            checkpoints.save(epoch, args=ocp.args.StandardSave(state))
+            if writer is not None:
+                scalars = {k: v for k, v in record.items() if isinstance(v, float)}
+                scalars.update({f"node_energy/{k}": v for k, v in record["node_energies"].items()})
+                writer.write_scalars(epoch, scalars)
+            if progress is not None:
+                progress.update()
+                progress.set_postfix(
+                    energy=f"{record['train_energy']:.3f}",
+                    test_acc=f"{100 * record['test_accuracy']:.2f}%",
+                )
+            else:
+                logging.info(_format_epoch(record, config.num_epochs))
+    finally:
+        if progress is not None:
+            progress.close()
+        checkpoints.wait_until_finished()
+        checkpoints.close()
+        if writer is not None:
+            writer.close()
+
+    if not records:  # Nothing to train and no metrics kept: evaluate the restored state.
+        final = jax.device_get(eval_fn(state.params, *test_set))
+        accuracy = float(final["test_accuracy"])
+    else:
+        accuracy = records[-1]["test_accuracy"]
+        plots.plot_curves(
+            records,
+            workdir_path / "curves.png",
+            title=f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}",
+        )
+    logging.info(
+        "Final test accuracy: %.2f%% after %d epochs.",
+        100 * accuracy,
+        max(config.num_epochs, start_epoch),
+    )
+    return state
