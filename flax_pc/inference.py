@@ -23,7 +23,7 @@ import optax
 from flax import traverse_util
 
 from flax_pc import energies as _energies
-from flax_pc.nodes import ENERGIES, NODE_RNG, NODES
+from flax_pc.nodes import _FORWARD_INIT, ENERGIES, NODE_RNG, NODES
 
 Array = jax.Array
 PyTree = Any
@@ -74,9 +74,15 @@ def init_nodes(
     Returns:
       The :data:`~flax_pc.NODES` collection (``{}`` for a model without nodes).
     """
+    return _init_nodes(apply_fn, params, inputs, rng)[0]
+
+
+def _init_nodes(apply_fn, params, inputs, rng) -> tuple[PyTree, bool]:
+    """``init_nodes``, and whether every node was forward initialised."""
     rngs = None if rng is None else {NODE_RNG: rng}
-    _, variables = apply_fn({"params": params}, inputs, mutable=[NODES], rngs=rngs)
-    return variables.get(NODES, {})
+    _, variables = apply_fn({"params": params}, inputs, mutable=[NODES, _FORWARD_INIT], rngs=rngs)
+    flags = jax.tree_util.tree_leaves(variables.get(_FORWARD_INIT, {}))
+    return variables.get(NODES, {}), all(flags)
 
 
 def _check_targets(targets: Array, output: Array) -> None:
@@ -210,8 +216,25 @@ def infer(
     return final_nodes, energies
 
 
-def _infer(apply_fn, params, nodes, inputs, targets, node_tx, inference_steps, output_energy):
-    """``infer`` without the argument checks; also returns the optimiser state."""
+def _infer(
+    apply_fn,
+    params,
+    nodes,
+    inputs,
+    targets,
+    node_tx,
+    inference_steps,
+    output_energy,
+    forward_initialised=False,
+):
+    """``infer`` without the argument checks; also returns the optimiser state.
+
+    With ``forward_initialised`` (every node holds its prediction), the first
+    step uses that every hidden error ``e_l = v_l - mu_l`` is zero: then
+    ``dF/dv = d output_energy / dv``, which only reaches the last hidden node,
+    so the first step costs one backward pass through the output layer instead
+    of a forward and a backward pass through the whole network.
+    """
 
     def total(nodes):
         result = energy(apply_fn, params, nodes, inputs, targets, output_energy=output_energy)
@@ -229,7 +252,29 @@ def _infer(apply_fn, params, nodes, inputs, targets, node_tx, inference_steps, o
         shapes = jax.eval_shape(lambda n: total(n)[1], nodes)
         empty = jax.tree_util.tree_map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
         return nodes, opt_state, empty
-    (nodes, opt_state), energies = jax.lax.scan(
-        step, (nodes, opt_state), None, length=inference_steps
+    if not forward_initialised:
+        (nodes, opt_state), energies = jax.lax.scan(
+            step, (nodes, opt_state), None, length=inference_steps
+        )
+        return nodes, opt_state, energies
+
+    def output_total(nodes):
+        output = apply_fn({"params": params, NODES: nodes}, inputs)
+        per_example = output_energy(targets, output)
+        return jnp.sum(per_example), (per_example, output)
+
+    grads, (per_example, output) = jax.grad(output_total, has_aux=True)(nodes)
+    updates, opt_state = node_tx.update(grads, opt_state, nodes)
+    nodes = optax.apply_updates(nodes, updates)
+    (nodes, opt_state), rest = jax.lax.scan(
+        step, (nodes, opt_state), None, length=inference_steps - 1
     )
+    first = Energy(
+        total=jnp.sum(per_example),
+        per_example=per_example,
+        nodes=jax.tree_util.tree_map(lambda e: jnp.zeros(e.shape[1:], e.dtype), rest.nodes),
+        output=per_example,
+        output_prediction=output,
+    )
+    energies = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
     return nodes, opt_state, energies

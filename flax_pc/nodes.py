@@ -39,6 +39,9 @@ ENERGIES = "pc_energies"
 NODE_RNG = "pc_nodes"
 
 NODE_INITS = ("forward", "zeros", "normal")
+# Internal: during initialisation each node sows whether it was forward
+# initialised, so the train step knows when every hidden error starts at zero.
+_FORWARD_INIT = "pc_forward_init"
 
 
 class PCNode(nn.Module):
@@ -74,6 +77,8 @@ class PCNode(nn.Module):
         has_value = self.has_variable(NODES, "value")
         if not has_value:
             if self.is_mutable_collection(NODES):
+                if self.is_mutable_collection(_FORWARD_INIT):
+                    self.sow(_FORWARD_INIT, "forward", self.init == "forward")
                 # The layers above initialise from this node's new value (equal to
                 # the prediction for init='forward'), so their errors start at zero.
                 return self.variable(NODES, "value", self._initial_value, prediction).value

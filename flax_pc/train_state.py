@@ -192,7 +192,7 @@ def _train_step(state: PCTrainState, inputs, targets, rng):
     if state.algorithm == "bp":
         return _bp_step(state, inputs, targets)
 
-    nodes = _inference.init_nodes(state.apply_fn, state.params, inputs, rng=rng)
+    nodes, forward_initialised = _inference._init_nodes(state.apply_fn, state.params, inputs, rng)
     # The feed-forward prediction; with init='forward' XLA merges this pass
     # with the initialisation's (common subexpressions), so it costs nothing.
     output = state.apply_fn({"params": state.params}, inputs)
@@ -214,7 +214,7 @@ def _train_step(state: PCTrainState, inputs, targets, rng):
     steps = state.inference_steps if nodes else 0
     nodes, _, trajectory = _inference._infer(
         state.apply_fn, state.params, nodes, inputs, clamp, state.node_tx, steps,
-        state.output_energy,
+        state.output_energy, forward_initialised,
     )  # fmt: skip
     grads, final = jax.grad(total, has_aux=True)(state.params, nodes)
     metrics = _metrics(trajectory, final, loss, batch_size)

@@ -177,3 +177,28 @@ def test_digits_reaches_90_percent():
     logits = model.apply({"params": state.params}, x_test)
     accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
     assert accuracy >= 0.90, accuracy
+
+
+class ZerosInitMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = fpc.PCNode(init="zeros")(nn.tanh(nn.Dense(8)(x)))
+        x = fpc.PCNode()(nn.tanh(nn.Dense(8)(x)))
+        return nn.Dense(3)(x)
+
+
+@pytest.mark.parametrize("model", [MLP(), ZerosInitMLP()], ids=["forward", "zeros"])
+def test_train_step_equals_the_pure_functions(model):
+    """train_step (first-step shortcut after a forward init) = init_nodes + infer + grad."""
+    state = _state(model, tx=optax.sgd(1.0))
+    nodes = fpc.init_nodes(model.apply, state.params, X)
+    nodes, trajectory = fpc.infer(
+        model.apply, state.params, nodes, X, Y, node_tx=optax.sgd(0.1), inference_steps=4
+    )
+    grads = jax.grad(lambda p: fpc.energy(model.apply, p, nodes, X, Y).total)(state.params)
+    new_state, metrics = state.train_step(X, Y)
+    np.testing.assert_allclose(metrics["energy"][:-1], trajectory.total / 16, rtol=1e-6)
+    for p0, p1, g in zip(
+        *(jax.tree_util.tree_leaves(t) for t in (state.params, new_state.params, grads))
+    ):
+        np.testing.assert_allclose(p0 - p1, g, rtol=1e-5, atol=1e-7)
