@@ -13,8 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = "synthetic"
     # str or None: a folder with the four IDX .gz files (offline runs); None loads from TFDS.
     config.data_dir = config_dict.placeholder(str)
-    # int > 0: training / test examples of dataset='synthetic' (ignored otherwise).
+    # int > 0: training examples of dataset='synthetic' (ignored otherwise).
     config.synthetic_train_size = 512
+    # int > 0: test examples of dataset='synthetic' (ignored otherwise).
     config.synthetic_test_size = 120
 
     # Model.
@@ -49,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer = "adam"
     # float > 0: learning rate of the weights.
     config.learning_rate = 1e-3
+    # str: 'constant', or 'cosine' (decays to 0 over num_epochs; more epochs on resume change it).
+    config.lr_schedule = "constant"
     # float >= 0: adamw's weight decay (must be 0 with 'adam').
     config.weight_decay = 0.0
 

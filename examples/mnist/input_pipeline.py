@@ -195,8 +195,13 @@ def _scale(images: np.ndarray) -> np.ndarray:
 # --- TFDS --------------------------------------------------------------------
 
 
-def load_tfds(name: str) -> Splits:
-    """Loads ``name`` from TFDS (its data dir: ``$TFDS_DATA_DIR`` or ~/tensorflow_datasets).
+def load_tfds(name: str, tfds_data_dir: str | None = None) -> Splits:
+    """Loads ``name`` from TFDS.
+
+    Args:
+      name: the TFDS name.
+      tfds_data_dir: TFDS's data folder; ``None``: ``$TFDS_DATA_DIR`` or
+        ``~/tensorflow_datasets``.
 
     Raises:
       DataError: quickly, when the data set is not prepared and cannot be
@@ -207,7 +212,7 @@ def load_tfds(name: str) -> Splits:
 
     # TF must not take the accelerator's memory from JAX.
     tf.config.set_visible_devices([], "GPU")
-    builder = tfds.builder(name)
+    builder = tfds.builder(name, data_dir=tfds_data_dir)
     if not builder.is_prepared():
         if not network_available():
             raise DataError(

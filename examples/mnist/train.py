@@ -39,6 +39,7 @@ OUTPUT_ENERGIES = {
     "cross_entropy": fpc.energies.cross_entropy,
 }
 OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 NODE_INITS = ("forward", "zeros", "normal")
 #: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
 #: a workdir trained with other values cannot be resumed.
@@ -113,6 +114,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive_float("node_init_stddev")
     one_of("optimizer", OPTIMIZERS)
     positive_float("learning_rate")
+    one_of("lr_schedule", LR_SCHEDULES)
     decay = config.weight_decay
     check("weight_decay", is_number(decay) and math.isfinite(decay) and decay >= 0, "a number >= 0")
     if decay > 0 and config.optimizer != "adamw":
@@ -152,15 +154,32 @@ def create_model(config: ml_collections.ConfigDict) -> models.MLP | models.CNN:
     return models.MLP(**common)
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The weight optimiser."""
+def create_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
+    """The weight optimiser, with its learning-rate schedule."""
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        # iPC updates the weights at every inference step.
+        per_batch = config.inference_steps if config.algorithm == "ipc" else 1
+        learning_rate = optax.cosine_decay_schedule(
+            config.learning_rate, decay_steps=config.num_epochs * steps_per_epoch * per_batch
+        )
     if config.optimizer == "adamw":
-        return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    return optax.adam(config.learning_rate)
+        return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+    return optax.adam(learning_rate)
 
 
-def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc.PCTrainState:
-    """A fresh :class:`flax_pc.PCTrainState` for ``config``."""
+def create_train_state(
+    config: ml_collections.ConfigDict, rng: jax.Array, steps_per_epoch: int
+) -> fpc.PCTrainState:
+    """A fresh :class:`flax_pc.PCTrainState` for ``config``.
+
+    Args:
+      config: the hyperparameters.
+      rng: the key for the initial params (and nodes with ``node_init='normal'``).
+      steps_per_epoch: weight updates per epoch (for the learning-rate schedule).
+    """
     model = create_model(config)
     params_rng, node_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
@@ -171,7 +190,7 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc
     return fpc.PCTrainState.create(
         apply_fn=model.apply,
         params=params,
-        tx=create_optimizer(config),
+        tx=create_optimizer(config, steps_per_epoch),
         node_tx=optax.sgd(config.node_learning_rate, momentum=momentum),
         inference_steps=config.inference_steps,
         output_energy=OUTPUT_ENERGIES[config.output_energy],
@@ -247,9 +266,12 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
     fields = [f for f in MODEL_FIELDS if f != "conv_features" or current["model"] == "cnn"]
     for field in fields:
         if saved.get(field) != current[field]:
+            theirs, ours = (
+                tuple(v) if isinstance(v, list) else v for v in (saved.get(field), current[field])
+            )
             raise WorkdirError(
-                f"workdir {str(workdir)!r} holds a run with {field} = {saved.get(field)!r}, "
-                f"this config has {current[field]!r}; use another --workdir to train this model."
+                f"workdir {str(workdir)!r} holds a run with {field} = {theirs!r}, this config "
+                f"has {ours!r}; use another --workdir to train this model."
             )
 
 
@@ -314,10 +336,15 @@ def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> 
             f"lower config.node_learning_rate (now {config.node_learning_rate}) or "
             f"config.learning_rate (now {config.learning_rate})"
         )
+    kept = (
+        f"The last good checkpoint (epoch {record['epoch'] - 1}) is kept."
+        if record["epoch"] > 1
+        else "No checkpoint was saved."
+    )
     raise DivergedError(
         f"the energy became {record['train_energy']} in epoch {record['epoch']} (train loss "
         f"{record['train_loss']}, test loss {record['test_loss']}): training diverged; {hint}. "
-        f"The last good checkpoint (epoch {record['epoch'] - 1}) is kept."
+        f"{kept}"
     )
 
 
@@ -360,7 +387,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     )
 
     init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(config, init_rng)
+    steps_per_epoch = num_train // config.batch_size
+    state = create_train_state(config, init_rng, steps_per_epoch)
     logging.info(
         "%s %s with %d params, algorithm %r, %d inference steps.",
         config.model.upper(),
@@ -409,18 +437,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     eval_fn = functools.partial(
         evaluate, apply_fn=state.apply_fn, output_energy=state.output_energy
     )
-    examples_per_epoch = (num_train // config.batch_size) * config.batch_size
+    examples_per_epoch = steps_per_epoch * config.batch_size
 
+    if start_epoch < config.num_epochs:
+        logging.info(
+            "Training epochs %d..%d (the first one compiles).", start_epoch + 1, config.num_epochs
+        )
     progress = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and start_epoch < config.num_epochs:
         from tqdm import tqdm
 
         progress = tqdm(
             total=config.num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True
-        )
-    if start_epoch < config.num_epochs:
-        logging.info(
-            "Training epochs %d..%d (the first one compiles).", start_epoch + 1, config.num_epochs
         )
     try:
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
@@ -460,11 +488,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
                 scalars.update({f"node_energy/{k}": v for k, v in record["node_energies"].items()})
                 writer.write_scalars(epoch, scalars)
             if progress is not None:
-                progress.update()
                 progress.set_postfix(
                     energy=f"{record['train_energy']:.3f}",
                     test_acc=f"{100 * record['test_accuracy']:.2f}%",
+                    refresh=False,
                 )
+                progress.update()
             else:
                 logging.info(_format_epoch(record, config.num_epochs))
     finally:
