@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     # tuple of int > 0: widths of the hidden Dense layers, each followed by a value node.
     config.hidden_sizes = (128, 128, 128)
     # tuple of int > 0: channels of the conv blocks (3x3 conv, 2x2 avg pool, value node); cnn only.
-    config.conv_features = (32, 64)
+    config.conv_features = (16, 32)
     # str: hidden activation: tanh, relu, leaky_relu, gelu, silu, elu, sigmoid, hard_tanh, linear.
     config.activation = "tanh"
 

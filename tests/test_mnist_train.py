@@ -6,6 +6,7 @@ synthetic data) in a subprocess, as a user would.
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -16,9 +17,11 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "mnist"))  # for the in-process tests
 MAIN = "examples/mnist/main.py"
 VOLATILE = ("seconds", "examples_per_second")  # wall-clock measurements
 
@@ -243,3 +246,50 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(finished_copy):
     assert "Traceback" not in stderr
     assert snapshot(finished_copy / "checkpoints") == checkpoints
     assert read_metrics(finished_copy) == metrics
+
+
+def _test_config(**overrides):
+    spec = importlib.util.spec_from_file_location("configs_test", ROOT / "configs" / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.num_epochs = 1
+    config.synthetic_train_size = 128
+    config.synthetic_test_size = 32
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model": "cnn", "hidden_sizes": (16,)},
+        {"algorithm": "ipc", "output_energy": "cross_entropy", "node_init": "zeros"},
+        {"algorithm": "bp", "optimizer": "adamw", "weight_decay": 1e-4, "lr_schedule": "cosine"},
+    ],
+    ids=["cnn", "ipc-cross-entropy-zeros", "bp-adamw-cosine"],
+)
+def test_variants_train_in_process(overrides, tmp_path):
+    import train
+
+    state = train.train_and_evaluate(_test_config(**overrides), str(tmp_path))
+    records = read_metrics(tmp_path)
+    assert len(records) == 1 and np.isfinite(records[0]["train_energy"])
+    assert int(state.step) > 0
+    assert (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.slow
+def test_tfds_mnist_in_process(tmp_path, monkeypatch):
+    import input_pipeline
+    import tensorflow_datasets as tfds
+    import train
+
+    monkeypatch.setattr(input_pipeline, "network_available", lambda: True)
+    config = _test_config(dataset="mnist", batch_size=32)
+    with tfds.testing.mock_data(num_examples=100):
+        train.train_and_evaluate(config, str(tmp_path))
+    (record,) = read_metrics(tmp_path)
+    assert record["examples_per_second"] > 0 and record["epoch"] == 1

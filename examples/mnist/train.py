@@ -11,10 +11,8 @@ workdir resumes from the latest checkpoint.
 from __future__ import annotations
 
 import functools
-import json
 import logging as std_logging
 import math
-import os
 import pathlib
 import sys
 import time
@@ -29,6 +27,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import plots
+import records
 from absl import logging
 
 import flax_pc as fpc
@@ -41,9 +40,6 @@ OUTPUT_ENERGIES = {
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 NODE_INITS = ("forward", "zeros", "normal")
-#: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
-#: a workdir trained with other values cannot be resumed.
-MODEL_FIELDS = ("dataset", "model", "hidden_sizes", "conv_features", "activation", "optimizer")
 
 
 _HERE = str(pathlib.Path(__file__).parent)
@@ -53,16 +49,12 @@ class ConfigError(ValueError):
     """A config field has a bad value."""
 
 
-class WorkdirError(Exception):
-    """The workdir cannot be used for this run (nothing in it was changed)."""
-
-
 class DivergedError(Exception):
     """Training produced a non-finite energy or loss."""
 
 
 #: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = (ConfigError, WorkdirError, DivergedError, input_pipeline.DataError)
+USER_ERRORS = (ConfigError, records.WorkdirError, DivergedError, input_pipeline.DataError)
 
 
 # --- Config ------------------------------------------------------------------
@@ -244,59 +236,7 @@ def summarize_epoch(metrics):
     }
 
 
-# --- Workdir -----------------------------------------------------------------
-
-
-def _config_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in config.json
-
-
-def _check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-    """Refuses a workdir whose run cannot be continued with ``config``; changes nothing."""
-    if workdir.exists() and not workdir.is_dir():
-        raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
-    saved_file = workdir / "config.json"
-    if not saved_file.exists():
-        return
-    try:
-        saved = json.loads(saved_file.read_text())
-    except (OSError, ValueError) as e:
-        raise WorkdirError(f"cannot read {saved_file} ({e}); use another --workdir.") from None
-    current = _config_record(config)
-    fields = [f for f in MODEL_FIELDS if f != "conv_features" or current["model"] == "cnn"]
-    for field in fields:
-        if saved.get(field) != current[field]:
-            theirs, ours = (
-                tuple(v) if isinstance(v, list) else v for v in (saved.get(field), current[field])
-            )
-            raise WorkdirError(
-                f"workdir {str(workdir)!r} holds a run with {field} = {theirs!r}, this config "
-                f"has {ours!r}; use another --workdir to train this model."
-            )
-
-
-def _read_metrics(path: pathlib.Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    """The records of epochs ``1..up_to_epoch``, dropping any written after the checkpoint."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["epoch"] <= up_to_epoch]
-
-
-def _write_lines(path: pathlib.Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
-
-
-def _create_writer(workdir: pathlib.Path):
-    try:
-        from clu import metric_writers
-    except ImportError as e:  # clu's TensorBoard writer needs the tensorboard package.
-        logging.warning("No TensorBoard summaries (%s); pip install tensorboard.", e)
-        return None
-    # Our own log line per epoch says it all: TensorBoard only, off the main thread.
-    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
+# --- The loop ----------------------------------------------------------------
 
 
 class _OwnInfoOnly(std_logging.Filter):
@@ -304,16 +244,6 @@ class _OwnInfoOnly(std_logging.Filter):
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         return record.levelno >= std_logging.WARNING or record.pathname.startswith(_HERE)
-
-
-def _flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return {
-        k: v if isinstance(v, (int, float, str, bool)) else str(v)
-        for k, v in config.to_dict().items()
-    }
-
-
-# --- The loop ----------------------------------------------------------------
 
 
 def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
@@ -348,6 +278,45 @@ def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> 
     )
 
 
+def _describe(config: ml_collections.ConfigDict, params: Any) -> str:
+    if config.model == "cnn":
+        layers = f"conv {'-'.join(map(str, config.conv_features))}, dense " + "-".join(
+            map(str, (*config.hidden_sizes, input_pipeline.NUM_CLASSES))
+        )
+    else:
+        layers = "-".join(map(str, (784, *config.hidden_sizes, input_pipeline.NUM_CLASSES)))
+    num_params = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    return (
+        f"{config.model.upper()} {layers} ({num_params:,} params), algorithm "
+        f"{config.algorithm!r}, {config.inference_steps} inference steps"
+    )
+
+
+def _epoch_record(
+    epoch: int, summary: dict[str, Any], seconds: float, examples: int
+) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``, from the host copy of the epoch's metrics."""
+    return {
+        "epoch": epoch,
+        "train_energy": float(summary["train_energy"]),
+        "train_loss": float(summary["train_loss"]),
+        "test_accuracy": float(summary["test_accuracy"]),
+        "test_loss": float(summary["test_loss"]),
+        "seconds": seconds,
+        "examples_per_second": examples / seconds,
+        "energy_per_step": [float(e) for e in summary["energy_per_step"]],
+        "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
+    }
+
+
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The TensorBoard scalars of an epoch."""
+    scalars = {k: v for k, v in record.items() if isinstance(v, float)}
+    scalars.update({f"node_energy/{k}": v for k, v in record["node_energies"].items()})
+    scalars.update({f"energy_at_step/{t}": v for t, v in enumerate(record["energy_per_step"])})
+    return scalars
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.PCTrainState:
     """Trains ``config``'s model for ``config.num_epochs``, evaluating after each epoch.
 
@@ -361,15 +330,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
       The final train state.
 
     Raises:
-      ConfigError, WorkdirError, input_pipeline.DataError: before anything in
+      ConfigError, records.WorkdirError, input_pipeline.DataError: before anything in
         ``workdir`` is changed.
       DivergedError: the energy became NaN or infinite (the checkpoint of the
         last good epoch is kept).
     """
-    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+        handler.addFilter(_OwnInfoOnly())
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
-    _check_workdir(config, workdir_path)
+    records.check_workdir(config, workdir_path)
 
     splits = input_pipeline.load(
         config.dataset,
@@ -389,41 +360,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
     steps_per_epoch = num_train // config.batch_size
     state = create_train_state(config, init_rng, steps_per_epoch)
-    logging.info(
-        "%s %s with %d params, algorithm %r, %d inference steps.",
-        config.model.upper(),
-        "x".join(map(str, (*config.conv_features, *config.hidden_sizes)))
-        if config.model == "cnn"
-        else "-".join(map(str, (784, *config.hidden_sizes, 10))),
-        sum(p.size for p in jax.tree_util.tree_leaves(state.params)),
-        config.algorithm,
-        config.inference_steps,
-    )
+    logging.info("%s.", _describe(config, state.params))
 
     workdir_path.mkdir(parents=True, exist_ok=True)
-    checkpoints = ocp.CheckpointManager(
-        (workdir_path / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep, create=True),
-    )
-    start_epoch = checkpoints.latest_step() or 0
+    checkpoints = records.open_checkpoints(workdir_path, config.checkpoints_to_keep)
+    state, start_epoch = records.restore_latest(checkpoints, state)
     if start_epoch:
-        try:
-            state = checkpoints.restore(start_epoch, args=ocp.args.StandardRestore(state))
-        except (ValueError, KeyError, TypeError) as e:
-            checkpoints.close()
-            raise WorkdirError(
-                f"the checkpoint of epoch {start_epoch} in {workdir} does not fit this config "
-                f"({type(e).__name__}); use another --workdir."
-            ) from None
         logging.info("Resuming from epoch %d of %d.", start_epoch, config.num_epochs)
-    metrics_file = workdir_path / "metrics.jsonl"
-    records = _read_metrics(metrics_file, start_epoch)
-    _write_lines(metrics_file, records)
-    (workdir_path / "config.json").write_text(config.to_json(indent=2, sort_keys=True) + "\n")
-
-    writer = _create_writer(workdir_path)
-    if writer is not None and not start_epoch:
-        writer.write_hparams(_flat_config(config))
+    history = records.read_metrics(workdir_path, up_to_epoch=start_epoch)
+    records.write_metrics(workdir_path, history)
+    records.write_config(workdir_path, config)
+    writer = records.create_writer(workdir_path, config if not start_epoch else None)
 
     train_images = jax.device_put(splits.train_images)
     train_targets = jax.nn.one_hot(jax.device_put(splits.train_labels), input_pipeline.NUM_CLASSES)
@@ -463,30 +410,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
             summary = jax.device_get(
                 {**summarize_epoch(train_metrics), **eval_fn(state.params, *test_set)}
             )
-            seconds = time.perf_counter() - start
-            record = {
-                "epoch": epoch,
-                "train_energy": float(summary["train_energy"]),
-                "train_loss": float(summary["train_loss"]),
-                "test_accuracy": float(summary["test_accuracy"]),
-                "test_loss": float(summary["test_loss"]),
-                "seconds": seconds,
-                "examples_per_second": examples_per_epoch / seconds,
-                "energy_per_step": [float(e) for e in summary["energy_per_step"]],
-                "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
-            }
+            record = _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
             _check_finite(record, config)
 
-            records.append(record)
+            history.append(record)
             # The metrics line goes first: a run killed before its checkpoint is
             # complete redoes the epoch, and the resume drops the line again.
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            records.append_metrics(workdir_path, record)
             checkpoints.save(epoch, args=ocp.args.StandardSave(state))
             if writer is not None:
-                scalars = {k: v for k, v in record.items() if isinstance(v, float)}
-                scalars.update({f"node_energy/{k}": v for k, v in record["node_energies"].items()})
-                writer.write_scalars(epoch, scalars)
+                writer.write_scalars(epoch, _scalars(record))
             if progress is not None:
                 progress.set_postfix(
                     energy=f"{record['train_energy']:.3f}",
@@ -504,13 +437,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
         if writer is not None:
             writer.close()
 
-    if not records:  # Nothing to train and no metrics kept: evaluate the restored state.
+    if not history:  # Nothing to train and no metrics kept: evaluate the restored state.
         final = jax.device_get(eval_fn(state.params, *test_set))
         accuracy = float(final["test_accuracy"])
     else:
-        accuracy = records[-1]["test_accuracy"]
+        accuracy = history[-1]["test_accuracy"]
         plots.plot_curves(
-            records,
+            history,
             workdir_path / "curves.png",
             title=f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}",
         )
