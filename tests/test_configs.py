@@ -1,0 +1,172 @@
+"""configs/*.py load and validate; every bad field gets its one-line error; the models."""
+
+import importlib.util
+import pathlib
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import flax_pc as fpc
+
+ROOT = pathlib.Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "mnist"))
+
+import models  # noqa: E402
+import train  # noqa: E402
+
+# configs/ is shared with other examples: these are examples/mnist's.
+MNIST_CONFIGS = ("default", "backprop", "cnn", "fashion_mnist", "ipc", "test")
+CONFIG_FILES = [ROOT / "configs" / f"{name}.py" for name in MNIST_CONFIGS]
+
+
+def load_config(name: str):
+    path = ROOT / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_the_expected_configs_exist():
+    for path in CONFIG_FILES:
+        assert path.is_file(), path
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_config_loads_and_validates(path):
+    config = load_config(path.stem)
+    train.validate_config(config)
+    # Self-contained: every file sets every field the example reads.
+    assert set(config.keys()) == set(load_config("default").keys())
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_every_field_is_documented(path):
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"\s+config\.\w+ = ", line):
+            documented = "#" in line or lines[number - 1].strip().startswith("#")
+            assert documented, f"{path.name}:{number + 1} has no comment: {line.strip()}"
+
+
+def test_default_is_the_reference_workload():
+    config = load_config("default")
+    assert (config.dataset, config.model, config.activation) == ("mnist", "mlp", "tanh")
+    assert tuple(config.hidden_sizes) == (128, 128, 128)
+    assert (config.algorithm, config.output_energy) == ("pc", "squared_error")
+    assert (config.inference_steps, config.node_learning_rate, config.node_momentum) == (4, 0.01, 0)
+    assert (config.optimizer, config.learning_rate, config.lr_schedule) == (
+        "adam",
+        1e-3,
+        "constant",
+    )
+    assert (config.batch_size, config.num_epochs, config.seed) == (256, 4, 0)
+
+
+def test_variants_differ_from_default_where_they_say():
+    default = load_config("default").to_dict()
+    assert {k for k, v in load_config("backprop").to_dict().items() if default[k] != v} == {
+        "algorithm"
+    }
+    assert {k for k, v in load_config("ipc").to_dict().items() if default[k] != v} == {"algorithm"}
+    assert load_config("cnn").model == "cnn"
+    fashion = load_config("fashion_mnist")
+    assert fashion.dataset == "fashion_mnist" and tuple(fashion.hidden_sizes) == (128, 128, 128)
+
+
+BAD_FIELDS = [
+    ("dataset", "cifar10", "expected one of"),
+    ("model", "resnet", "expected one of"),
+    ("hidden_sizes", (128, 0), "tuple of ints > 0"),
+    ("hidden_sizes", (), "non-empty tuple"),
+    ("hidden_sizes", (64, "a"), "tuple of ints > 0"),
+    ("activation", "swish2", "expected one of"),
+    ("algorithm", "ep", "expected one of"),
+    ("output_energy", "hinge", "expected one of"),
+    ("inference_steps", 0, "int > 0"),
+    ("node_learning_rate", 0.0, "number > 0"),
+    ("node_learning_rate", -0.1, "number > 0"),
+    ("node_learning_rate", float("nan"), "number > 0"),
+    ("node_momentum", 1.0, r"\[0, 1\)"),
+    ("node_init", "ones", "expected one of"),
+    ("node_init_stddev", 0.0, "number > 0"),
+    ("optimizer", "sgd", "expected one of"),
+    ("learning_rate", -1e-3, "number > 0"),
+    ("lr_schedule", "linear", "expected one of"),
+    ("weight_decay", -1.0, "number >= 0"),
+    ("weight_decay", 1e-4, "needs config.optimizer = 'adamw'"),
+    ("batch_size", 0, "int > 0"),
+    ("batch_size", -256, "int > 0"),
+    ("eval_batch_size", 0, "int > 0"),
+    ("num_epochs", 0, "int > 0"),
+    ("seed", -1, "int >= 0"),
+    ("checkpoints_to_keep", 0, "int > 0"),
+    ("synthetic_train_size", 0, "int > 0"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS)
+def test_bad_field(field, value, message):
+    config = load_config("default")
+    config[field] = value
+    with pytest.raises(train.ConfigError, match=message) as error:
+        train.validate_config(config)
+    assert str(error.value).startswith(f"config.{field}")
+    assert "\n" not in str(error.value)
+
+
+def test_cnn_needs_conv_features():
+    config = load_config("cnn")
+    config.conv_features = ()
+    with pytest.raises(train.ConfigError, match="config.conv_features"):
+        train.validate_config(config)
+
+
+def test_conv3x3_is_nn_conv():
+    x = jax.random.normal(jax.random.key(0), (3, 9, 7, 2))
+    conv = models.Conv3x3(5)
+    variables = conv.init(jax.random.key(1), x)
+    variables = {"params": {**variables["params"], "bias": jnp.arange(5.0)}}
+    expected = nn.Conv(5, (3, 3)).apply(variables, x)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, num_params, num_nodes", [("default", 134_794, 3), ("cnn", 0, 3)])
+def test_train_state_for_config(name, num_params, num_nodes):
+    config = load_config(name)
+    state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=10)
+    params = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
+    if num_params:
+        assert params == num_params
+    images = jnp.zeros((2, 28, 28, 1))
+    output, nodes = jax.jit(
+        lambda params: (
+            state.apply_fn({"params": params}, images),
+            fpc.init_nodes(state.apply_fn, params, images),
+        )
+    )(state.params)
+    assert output.shape == (2, 10)
+    assert len(jax.tree_util.tree_leaves(nodes)) == num_nodes
+
+
+def test_normal_node_init_draws_from_the_node_rng():
+    config = load_config("test")
+    config.node_init = "normal"
+    state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=4)
+    images = jnp.zeros((4, 28, 28, 1))
+    targets = jax.nn.one_hot(jnp.arange(4), 10)
+    step = jax.jit(lambda state, rng: state.train_step(images, targets, rng=rng))
+    state, metrics = step(state, jax.random.key(1))
+    assert np.isfinite(metrics["energy"]).all()
+
+
+@pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
+def test_activations(activation):
+    model = models.MLP(hidden_sizes=(4,), activation=activation)
+    params = model.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))["params"]
+    assert model.apply({"params": params}, jnp.ones((2, 28, 28, 1))).shape == (2, 10)
