@@ -327,7 +327,8 @@ def run(
 
     for v in variants:
         res = results[v.name]
-        lowers, compiles = zip(*res.pop("compile"))
+        rounds = res.pop("compile")
+        lowers, compiles = zip(*rounds)
         median = _median_after_first(epoch_times[v.name])
         res.update(
             impl=v.impl,
@@ -335,6 +336,7 @@ def run(
             lower_s=statistics.median(lowers),
             xla_compile_s=statistics.median(compiles),
             compile_s=statistics.median([a + b for a, b in zip(lowers, compiles)]),
+            compile_rounds_s=[a + b for a, b in rounds],
             epoch_s=epoch_times[v.name],
             median_epoch_s=median,
             epoch_cpu_s=cpu_times[v.name],

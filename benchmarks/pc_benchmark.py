@@ -5,7 +5,8 @@ Workloads (``--workload``):
 * ``reference``: Fashion-MNIST, MLP 784-128-128-128-10 tanh, T=4, batch 256;
 * ``steps`` / ``width`` / ``depth``: the reference MLP with T, the hidden
   width or the number of hidden layers swept (``--values`` overrides);
-* ``conv``: pcx's VGG-5 on synthetic 32x32x3 images, batch 128, T=7;
+* ``conv``: pcx's VGG-5 on synthetic 32x32x3 images, batch 128, T=7 (channels
+  ``--conv_channels``, by default a quarter of pcx's so that it runs on a CPU);
 * ``all``: every one of them.
 
 Each prints a table and writes ``<out>/<workload>.json``; sweeps also plot
@@ -21,6 +22,7 @@ import pathlib
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -39,6 +41,15 @@ SWEEPS = {
     "depth": (3, 6, 12),
 }
 WORKLOADS = ("reference", *SWEEPS, "conv")
+#: Per-workload defaults of the flags left unset: sized for a 2-core CPU.
+DEFAULTS = {
+    "reference": {"epochs": 7, "batches": None, "test_examples": None, "styles": "batch,epoch"},
+    **{
+        name: {"epochs": 4, "batches": 10, "test_examples": 1000, "styles": "epoch"}
+        for name in SWEEPS
+    },
+    "conv": {"epochs": 3, "batches": 2, "test_examples": 256, "styles": "batch,epoch"},
+}
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
@@ -84,8 +95,7 @@ def _data(args, workload: harness.Workload):
     """Device arrays ``(x_train, y_train, x_test, y_test)`` and the data set's name."""
     bs = workload.batch_size
     if args.workload == "conv":
-        n = (args.batches or 2) * bs
-        ds = data_lib.synthetic(n, args.test_examples or 256, (32, 32, 3))
+        ds = data_lib.synthetic(args.batches * bs, args.test_examples, (32, 32, 3))
     else:
         ds = data_lib.mnist_like(
             args.data_dir, (args.batches or 234) * bs, args.test_examples or 10000
@@ -168,7 +178,7 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
     """Measures every variant on one workload; returns a JSON-ready dict."""
     (x_train, y_train, x_test, y_test), dataset = _data(args, workload)
     params = workload.init_params(x_train)
-    styles = args.styles.split(",") if args.styles else _default_styles(args.workload)
+    styles = args.styles.split(",")
     variants = harness.make_variants(
         workload, params, impls=args.impls.split(","), styles=styles, unroll=args.unroll
     )
@@ -177,7 +187,7 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         variants,
         (x_train, y_train, x_test, y_test),
         batch_size=workload.batch_size,
-        epochs=args.epochs or (7 if args.workload == "reference" else 3),
+        epochs=args.epochs,
         compile_repeats=args.compile_repeats,
         seed=workload.seed,
         log=(lambda s: print(s, flush=True)) if args.verbose else (lambda s: None),
@@ -204,11 +214,6 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
     return point
 
 
-def _default_styles(workload: str) -> list[str]:
-    # Both styles where the targets are set; the sweeps compare the epoch scan.
-    return list(harness.STYLES) if workload in ("reference", "conv") else ["epoch"]
-
-
 def _machine() -> dict[str, Any]:
     device = jax.devices()[0]
     return {
@@ -217,7 +222,25 @@ def _machine() -> dict[str, Any]:
         "jax": jax.__version__,
         "device": f"{device.platform}:{device.device_kind}",
         "loadavg_start": os.getloadavg(),
+        **_flax_pc_version(),
     }
+
+
+def _flax_pc_version() -> dict[str, Any]:
+    """The last commit that touched flax_pc/, and whether flax_pc/ has local changes."""
+    repo = pathlib.Path(__file__).resolve().parents[1]
+
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    try:
+        return {
+            "flax_pc_commit": git("log", "-1", "--format=%h %s", "--", "flax_pc"),
+            "flax_pc_dirty": bool(git("status", "--porcelain", "--", "flax_pc")),
+        }
+    except (OSError, subprocess.CalledProcessError):
+        return {}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -230,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"argv": argv or sys.argv[1:], "machine": _machine(), "points": []}
+    if "flax_pc_commit" in report["machine"]:
+        dirty = " + local changes" if report["machine"]["flax_pc_dirty"] else ""
+        print(f"flax_pc at {report['machine']['flax_pc_commit'][:60]}{dirty}", flush=True)
     start = time.perf_counter()
     for description, workload in _points(args):
         report["points"].append(run_point(args, description, workload))
@@ -243,14 +269,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = args.name or args.workload
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1, default=_json_default))
     if len(report["points"]) > 1 or args.workload == "conv":
-        plots.plot(report, out_dir / f"{name}.png", title=_title(args))
+        plots.plot(report, out_dir / f"{name}.png", title=_title(args, report))
     print(f"wrote {out_dir / name}.json ({report['wall_s']:.0f}s)")
     return report
 
 
-def _title(args) -> str:
+def _title(args, report) -> str:
     what = {"steps": "inference steps T", "width": "hidden width", "depth": "hidden layers"}
-    return what.get(args.workload, "VGG-5 on 32x32x3, batch 128, T=7")
+    if args.workload in what:
+        return f"MLP, sweep of the {what[args.workload]}"
+    return f"VGG-5 ({args.conv_channels}) on 32x32x3, batch 128, T=7"
 
 
 def _json_default(obj):
@@ -278,15 +306,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--epochs",
         type=int,
         default=None,
-        help="epochs per variant; the first is not timed (default 7, sweeps 3)",
+        help="epochs per variant; the first is not timed (default: reference 7, sweeps 4, conv 3)",
     )
     p.add_argument(
         "--batches",
         type=int,
         default=None,
-        help="batches per epoch (default: the whole training set; conv 2)",
+        help="batches per epoch (default: reference the whole training set, sweeps 10, conv 2)",
     )
-    p.add_argument("--test_examples", type=int, default=None, help="test examples for the accuracy")
+    p.add_argument(
+        "--test_examples",
+        type=int,
+        default=None,
+        help="test examples for the accuracy (default: reference all, sweeps 1000, conv 256)",
+    )
     p.add_argument(
         "--repeats",
         "--compile_repeats",
@@ -296,15 +329,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cold compiles (lower + compile) per variant, interleaved",
     )
     p.add_argument("--values", default=None, help="sweep values, e.g. 1,4,16")
-    p.add_argument("--styles", default=None, help="batch,epoch (default: both for reference/conv)")
+    p.add_argument(
+        "--styles",
+        default=None,
+        help="batch,epoch (default: both for reference and conv, epoch for the MLP sweeps)",
+    )
     p.add_argument("--impls", default=",".join(harness.IMPLS))
-    p.add_argument("--conv_channels", default="128,256,512,512")
+    p.add_argument(
+        "--conv_channels",
+        default="32,64,128,128",
+        help="VGG-5 channels; pcx's are 128,256,512,512 (about 16x the FLOPs: use a GPU)",
+    )
     p.add_argument("--unroll", action="store_true", help="plain-JAX node steps as a Python loop")
     p.add_argument("--no_flops", dest="flops", action="store_false", help="skip the FLOP count")
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument("--name", default=None, help="results file name (default: the workload)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every compile and epoch")
-    return p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
+    for flag, value in DEFAULTS.get(args.workload, {}).items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+    return args  # fmt: skip
 
 
 if __name__ == "__main__":

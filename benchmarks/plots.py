@@ -98,6 +98,10 @@ def _bars(point, ax_time, ax_ratio):
     ax_ratio.barh(range(len(values)), values, color="tab:gray")
     ax_ratio.set_yticks(range(len(values)), [r.replace(" s/epoch", "") for r in ratio_names])
     ax_ratio.axvline(1.0, color="k", lw=0.8)
+    if "flops" in point:
+        pc_bp = point["flops"]["pc_over_backprop"]
+        ax_ratio.axvline(pc_bp, color="gray", ls=":", label=f"PC/backprop FLOPs (XLA) {pc_bp:.2f}")
+        ax_ratio.legend(fontsize=8, loc="lower right")
     ax_ratio.set_xlabel("time ratio")
     for i, v in enumerate(values):
         ax_ratio.annotate(f"{v:.2f}", (v, i), va="center", fontsize=8)
