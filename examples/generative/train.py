@@ -1,0 +1,547 @@
+"""Trains a predictive-coding decoder on Fashion-MNIST as a generative model.
+
+The model (``models.Decoder``) takes the prior mean of its latent (zeros) as
+input and predicts an image; training clamps the image through the output
+energy, infers the latent and hidden nodes, then takes one weight step
+(:class:`flax_pc.PCTrainState`, a whole epoch per jitted
+:func:`flax_pc.train_epoch`). After every epoch, on a fixed subset of the test
+set, :func:`flax_pc.infer` finds the latent of each image from
+
+- the full image: the reconstruction MSE;
+- its top half only (:func:`flax_pc.energies.masked`): the MSE of the filled-in
+  bottom half, against that of the mean training image;
+- a noisy copy: the MSE of the denoised image, against that of the noisy one;
+
+each image is decoded from its latent alone. The workdir gets ``config.json``,
+``metrics.jsonl``, an orbax checkpoint per epoch (rerunning with the same
+workdir resumes), ``curves.png`` and ``samples.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import models
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import plots
+from absl import logging
+
+import flax_pc as fpc
+
+_HERE = pathlib.Path(__file__).parent
+# The MNIST example's data loading and workdir records, reused. Appended, not
+# prepended: this folder's own train/models/plots must win over the MNIST ones.
+if str(_HERE.parent / "mnist") not in sys.path:
+    sys.path.append(str(_HERE.parent / "mnist"))
+import input_pipeline  # noqa: E402
+import records  # noqa: E402
+
+#: Output energies, and how each turns the model's output into an image.
+OUTPUT_ENERGIES = {
+    "bernoulli": fpc.energies.bernoulli,
+    "squared_error": fpc.energies.squared_error,
+}
+TO_IMAGE: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "bernoulli": jax.nn.sigmoid,  # the output is logits
+    "squared_error": lambda output: output,  # the output is the pixels
+}
+IMAGE_SHAPE = input_pipeline.IMAGE_SHAPE[:2]
+IMAGE_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+#: 1 for the pixels of the top half of a flattened image (rows 0..13).
+TOP_HALF = (np.arange(IMAGE_SIZE) < IMAGE_SIZE // 2).astype(np.float32)
+#: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
+#: a workdir trained with other values cannot be resumed.
+MODEL_FIELDS = ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
+
+
+class ConfigError(ValueError):
+    """A config field has a bad value."""
+
+
+class DivergedError(Exception):
+    """Training produced a non-finite energy or MSE."""
+
+
+#: Errors the user fixes; ``main.py`` turns them into a one-line message.
+USER_ERRORS = (ConfigError, records.WorkdirError, DivergedError, input_pipeline.DataError)
+
+
+# --- Config ------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
+
+    def check(name: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ConfigError(f"config.{name} = {config[name]!r}: expected {expected}.")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def positive_int(name: str) -> None:
+        check(name, is_int(config[name]) and config[name] > 0, "an int > 0")
+
+    def positive_float(name: str) -> None:
+        value = config[name]
+        check(name, is_number(value) and math.isfinite(value) and value > 0, "a number > 0")
+
+    def one_of(name: str, choices: Any) -> None:
+        check(name, config[name] in choices, f"one of {tuple(choices)}")
+
+    one_of("dataset", input_pipeline.DATASETS)
+    check("data_dir", config.data_dir is None or isinstance(config.data_dir, str), "a path")
+    positive_int("synthetic_train_size")
+    positive_int("synthetic_test_size")
+    positive_int("latent_size")
+    sizes = config.hidden_sizes
+    ok = isinstance(sizes, (tuple, list)) and all(is_int(v) and v > 0 for v in sizes)
+    check("hidden_sizes", ok, "a tuple of ints > 0")
+    one_of("activation", models.ACTIVATIONS)
+    one_of("output_energy", OUTPUT_ENERGIES)
+    positive_int("inference_steps")
+    positive_float("node_learning_rate")
+    momentum = config.node_momentum
+    check("node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
+    positive_float("learning_rate")
+    positive_int("batch_size")
+    positive_int("num_epochs")
+    check("seed", is_int(config.seed) and config.seed >= 0, "an int >= 0")
+    positive_int("checkpoints_to_keep")
+    positive_int("eval_size")
+    positive_int("eval_inference_steps")
+    positive_float("eval_node_learning_rate")
+    momentum = config.eval_node_momentum
+    check("eval_node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
+    noise = config.noise_stddev
+    check("noise_stddev", is_number(noise) and math.isfinite(noise) and noise >= 0, "a number >= 0")
+    positive_int("grid_columns")
+    if config.grid_columns > config.eval_size:
+        raise ConfigError(
+            f"config.grid_columns = {config.grid_columns} is larger than config.eval_size = "
+            f"{config.eval_size} (the grid shows evaluated test images)."
+        )
+
+
+def _check_sizes(config: ml_collections.ConfigDict, num_train: int, num_test: int) -> None:
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f"config.batch_size = {config.batch_size} is larger than the training set "
+            f"({num_train} examples)."
+        )
+    if config.eval_size > num_test:
+        raise ConfigError(
+            f"config.eval_size = {config.eval_size} is larger than the test set "
+            f"({num_test} examples)."
+        )
+
+
+# --- Model and train state ---------------------------------------------------
+
+
+def create_model(config: ml_collections.ConfigDict) -> models.Decoder:
+    """The decoder that ``config`` describes (its latent starts at the prior mean)."""
+    return models.Decoder(
+        hidden_sizes=tuple(config.hidden_sizes),
+        image_size=IMAGE_SIZE,
+        activation=config.activation,
+    )
+
+
+def create_node_optimizer(learning_rate: float, momentum: float) -> optax.GradientTransformation:
+    """SGD on the value nodes (``momentum=0``: plain SGD)."""
+    return optax.sgd(learning_rate, momentum=momentum or None)
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc.PCTrainState:
+    """A fresh :class:`flax_pc.PCTrainState` for ``config``'s decoder.
+
+    Args:
+      config: the hyperparameters.
+      rng: the key for the initial params.
+    """
+    model = create_model(config)
+    # One compiled init instead of dozens of eager ops: faster start-up.
+    init = jax.jit(lambda rng: model.init(rng, models.prior_mean(1, config.latent_size)))
+    return fpc.PCTrainState.create(
+        apply_fn=model.apply,
+        params=init(rng)["params"],
+        tx=optax.adam(config.learning_rate),
+        node_tx=create_node_optimizer(config.node_learning_rate, config.node_momentum),
+        inference_steps=config.inference_steps,
+        output_energy=OUTPUT_ENERGIES[config.output_energy],
+    )
+
+
+# --- Evaluation --------------------------------------------------------------
+
+
+class EvalSet(NamedTuple):
+    """The fixed held-out images and what the evaluation infers from them."""
+
+    images: jax.Array  # [N, 784] clean test images
+    noisy: jax.Array  # [N, 784] images + N(0, noise_stddev^2) noise, clipped to [0, 1]
+    mean_image: jax.Array  # [784] the mean training image
+
+
+def make_eval_set(
+    config: ml_collections.ConfigDict, splits: input_pipeline.Splits, rng: jax.Array
+) -> EvalSet:
+    """The first ``config.eval_size`` test images, their noisy copies, the mean image."""
+    images = jnp.asarray(splits.test_images[: config.eval_size].reshape(-1, IMAGE_SIZE))
+    noise = config.noise_stddev * jax.random.normal(rng, images.shape)
+    mean_image = jnp.asarray(splits.train_images.reshape(-1, IMAGE_SIZE).mean(0))
+    return EvalSet(images, jnp.clip(images + noise, 0.0, 1.0), mean_image)
+
+
+def make_reconstruct(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
+    """A jitted ``reconstruct(params, targets, masks) -> (images, latents)``.
+
+    Infers the latent of each target from its pixels where ``masks`` is 1
+    (``config.eval_inference_steps`` steps of SGD on the nodes, from the prior
+    mean), then decodes the image from that latent alone.
+    """
+    model = create_model(config)
+    # Smaller steps than in training: the weights grow during training, and so
+    # does the curvature of the energy in the nodes; inference at test time
+    # must converge, not just descend for a few steps.
+    node_tx = create_node_optimizer(config.eval_node_learning_rate, config.eval_node_momentum)
+    energy = OUTPUT_ENERGIES[config.output_energy]
+    to_image = TO_IMAGE[config.output_energy]
+
+    @jax.jit
+    def reconstruct(params, targets, masks):
+        prior = models.prior_mean(targets.shape[0], config.latent_size)
+        nodes = fpc.init_nodes(model.apply, params, prior)
+        nodes, _ = fpc.infer(
+            model.apply, params, nodes, prior, targets,
+            node_tx=node_tx, inference_steps=config.eval_inference_steps,
+            output_energy=fpc.energies.masked(energy, masks),
+        )  # fmt: skip
+        latent = nodes[models.LATENT]["value"]
+        return to_image(models.decode(model, params, latent)), latent
+
+    return reconstruct
+
+
+def make_evaluate(config: ml_collections.ConfigDict) -> Callable[..., tuple[dict, dict]]:
+    """A jitted ``evaluate(params, eval_set) -> (metrics, images)``.
+
+    One inference over the full images, their top halves and the noisy
+    copies together (each example's nodes move independently of the others).
+    ``metrics``: the MSEs per pixel, and the mean square of the latents inferred
+    from the full images; ``images``: the reconstructions, fill-ins and
+    denoised images.
+    """
+    reconstruct = make_reconstruct(config)
+
+    @jax.jit
+    def evaluate(params, eval_set: EvalSet):
+        x, noisy, mean_image = eval_set
+        n = x.shape[0]
+        every_pixel = jnp.ones_like(x)
+        top_half = jnp.broadcast_to(jnp.asarray(TOP_HALF), x.shape)
+        outputs, latents = reconstruct(
+            params,
+            jnp.concatenate([x, x, noisy]),
+            jnp.concatenate([every_pixel, top_half, every_pixel]),
+        )
+        recon, filled, denoised = outputs[:n], outputs[n : 2 * n], outputs[2 * n :]
+        bottom = slice(IMAGE_SIZE // 2, None)
+        metrics = {
+            "test_mse": jnp.mean((recon - x) ** 2),
+            "masked_mse": jnp.mean((filled[:, bottom] - x[:, bottom]) ** 2),
+            "mean_image_mse": jnp.mean((mean_image[bottom] - x[:, bottom]) ** 2),
+            "denoised_mse": jnp.mean((denoised - x) ** 2),
+            "noisy_mse": jnp.mean((noisy - x) ** 2),
+            # 1 if the latents of the test images were distributed like the prior's draws.
+            "latent_mean_square": jnp.mean(latents[:n] ** 2),
+        }
+        return metrics, {"reconstructions": recon, "filled": filled, "denoised": denoised}
+
+    return evaluate
+
+
+def sample_prior(config: ml_collections.ConfigDict, params: Any, rng: jax.Array, n: int):
+    """``n`` images decoded from latents drawn from the N(0, I) prior."""
+    sampler = create_model(config).clone(latent_init="normal")
+    prior = models.prior_mean(n, config.latent_size)
+    # init='normal' draws the latent; the hidden nodes start at their predictions.
+    nodes = fpc.init_nodes(sampler.apply, params, prior, rng=rng)
+    output = sampler.apply({"params": params, fpc.NODES: nodes}, prior)
+    return TO_IMAGE[config.output_energy](output)
+
+
+@jax.jit
+def summarize_epoch(metrics):
+    """Reduces ``train_epoch``'s per-batch metrics to per-epoch means."""
+    return {
+        "train_energy": jnp.mean(metrics["energy"][:, -1]),
+        "energy_per_step": jnp.mean(metrics["energy"], axis=0),
+        "node_energies": jax.tree_util.tree_map(jnp.mean, metrics["node_energies"]),
+    }
+
+
+def save_samples(
+    config: ml_collections.ConfigDict,
+    params: Any,
+    eval_set: EvalSet,
+    images: dict[str, jax.Array],
+    rng: jax.Array,
+    path: pathlib.Path,
+    title: str,
+) -> None:
+    """Writes ``samples.png``: one labelled row per kind of image, ``grid_columns`` each."""
+    k = config.grid_columns
+    originals = np.asarray(eval_set.images[:k])
+    hidden = np.broadcast_to(1.0 - TOP_HALF, originals.shape)
+    rows = [
+        ("originals", originals, None),
+        ("reconstructed", images["reconstructions"][:k], None),
+        ("top half given", originals, hidden),
+        ("bottom half\nfilled in", images["filled"][:k], None),
+        (f"noisy\n(σ = {config.noise_stddev:g})", eval_set.noisy[:k], None),
+        ("denoised", images["denoised"][:k], None),
+        ("samples\nz ~ N(0, I)", sample_prior(config, params, rng, k), None),
+    ]
+    rows = [(label, np.asarray(x), mask) for label, x, mask in rows]
+    plots.plot_samples(rows, path, IMAGE_SHAPE, title=title)
+
+
+# --- Workdir -----------------------------------------------------------------
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Refuses a workdir whose run ``config`` cannot continue; reads, never writes.
+
+    As ``records.check_workdir``, for this example's :data:`MODEL_FIELDS`.
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise records.WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
+    saved_file = workdir / records.CONFIG_FILE
+    if not saved_file.exists():
+        return
+    try:
+        saved = json.loads(saved_file.read_text())
+    except (OSError, ValueError) as e:
+        raise records.WorkdirError(
+            f"cannot read {saved_file} ({e}); use another --workdir."
+        ) from None
+    current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in config.json
+    for field in MODEL_FIELDS:
+        if saved.get(field) != current[field]:
+            theirs, ours = (
+                tuple(v) if isinstance(v, list) else v for v in (saved.get(field), current[field])
+            )
+            raise records.WorkdirError(
+                f"workdir {str(workdir)!r} holds a run with {field} = {theirs!r}, this config "
+                f"has {ours!r}; use another --workdir to train this model."
+            )
+
+
+class _OwnInfoOnly(std_logging.Filter):
+    """Keeps INFO lines of this example only: orbax logs dozens per checkpoint."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(str(_HERE))
+
+
+# --- The loop ----------------------------------------------------------------
+
+
+def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{num_epochs}: train energy {record['train_energy']:.2f}, "
+        f"test MSE {record['test_mse']:.4f}, bottom half from top half "
+        f"{record['masked_mse']:.4f} (mean image {record['mean_image_mse']:.4f}), denoised "
+        f"{record['denoised_mse']:.4f} (noisy {record['noisy_mse']:.4f}) "
+        f"({record['seconds']:.1f} s, of which training {record['train_seconds']:.1f} s)"
+    )
+
+
+def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
+    keys = ("train_energy", "test_mse", "masked_mse", "denoised_mse")
+    if all(math.isfinite(record[k]) for k in keys):
+        return
+    kept = (
+        f"The last good checkpoint (epoch {record['epoch'] - 1}) is kept."
+        if record["epoch"] > 1
+        else "No checkpoint was saved."
+    )
+    raise DivergedError(
+        f"the energy became {record['train_energy']} in epoch {record['epoch']} (test MSE "
+        f"{record['test_mse']}): training or test-time inference diverged; lower "
+        f"config.node_learning_rate (now {config.node_learning_rate}), "
+        f"config.eval_node_learning_rate (now {config.eval_node_learning_rate}) or "
+        f"config.learning_rate (now {config.learning_rate}). {kept}"
+    )
+
+
+def _final_line(record: dict[str, Any], epochs: int) -> str:
+    return (
+        f"Final held-out reconstruction MSE {record['test_mse']:.4f}; bottom half from the top "
+        f"half {record['masked_mse']:.4f} vs {record['mean_image_mse']:.4f} for the mean image "
+        f"(after {epochs} epochs)."
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.PCTrainState:
+    """Trains the decoder for ``config.num_epochs``, evaluating after each epoch.
+
+    Resumes from the latest checkpoint in ``workdir`` if there is one.
+
+    Args:
+      config: the hyperparameters (see ``configs/generative.py``).
+      workdir: where checkpoints, metrics and plots go.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      ConfigError, records.WorkdirError, input_pipeline.DataError: before anything in
+        ``workdir`` is changed.
+      DivergedError: the energy or an MSE became NaN or infinite (the
+        checkpoint of the last good epoch is kept).
+    """
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    validate_config(config)
+    workdir_path = pathlib.Path(workdir)
+    _check_workdir(config, workdir_path)
+
+    splits = input_pipeline.load(
+        config.dataset,
+        data_dir=config.data_dir or None,
+        synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
+    )
+    num_train = len(splits.train_images)
+    _check_sizes(config, num_train, len(splits.test_images))
+    logging.info(
+        "%s: %d training images, %d of the %d test images held out for evaluation (%s).",
+        config.dataset,
+        num_train,
+        config.eval_size,
+        len(splits.test_images),
+        config.data_dir or ("synthetic" if config.dataset == "synthetic" else "TFDS"),
+    )
+
+    init_rng, data_rng, noise_rng, sample_rng = jax.random.split(jax.random.key(config.seed), 4)
+    state = create_train_state(config, init_rng)
+    logging.info(
+        "Decoder %s, %s output energy, %d params; %d inference steps (%d at test time).",
+        "-".join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE))),
+        config.output_energy,
+        sum(p.size for p in jax.tree_util.tree_leaves(state.params)),
+        config.inference_steps,
+        config.eval_inference_steps,
+    )
+
+    workdir_path.mkdir(parents=True, exist_ok=True)
+    checkpoints = records.open_checkpoints(workdir_path, config.checkpoints_to_keep)
+    state, start_epoch = records.restore_latest(checkpoints, state)
+    if start_epoch:
+        logging.info("Resuming from epoch %d of %d.", start_epoch, config.num_epochs)
+    history = records.read_metrics(workdir_path, start_epoch)
+    records.write_metrics(workdir_path, history)
+    records.write_config(workdir_path, config)
+
+    # The model's input is the prior mean for every example; the images are its targets.
+    train_images = jax.device_put(splits.train_images.reshape(-1, IMAGE_SIZE))
+    prior = models.prior_mean(num_train, config.latent_size)
+    eval_set = make_eval_set(config, splits, noise_rng)
+    train_epoch = jax.jit(
+        fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
+    )
+    evaluate = make_evaluate(config)
+    examples_per_epoch = (num_train // config.batch_size) * config.batch_size
+
+    if start_epoch < config.num_epochs:
+        logging.info(
+            "Training epochs %d..%d (the first one compiles).", start_epoch + 1, config.num_epochs
+        )
+    progress = None
+    if sys.stderr.isatty() and start_epoch < config.num_epochs:
+        from tqdm import tqdm
+
+        progress = tqdm(
+            total=config.num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True
+        )
+    images = None
+    try:
+        for epoch in range(start_epoch + 1, config.num_epochs + 1):
+            start = time.perf_counter()
+            state, train_metrics = train_epoch(
+                state,
+                prior,
+                train_images,
+                jax.random.fold_in(data_rng, epoch),
+                batch_size=config.batch_size,
+            )
+            summary = jax.device_get(summarize_epoch(train_metrics))
+            train_seconds = time.perf_counter() - start
+            eval_metrics, images = evaluate(state.params, eval_set)
+            eval_metrics = jax.device_get(eval_metrics)
+            seconds = time.perf_counter() - start
+            record = {
+                "epoch": epoch,
+                "train_energy": float(summary["train_energy"]),
+                **{k: float(v) for k, v in eval_metrics.items()},
+                "seconds": seconds,
+                "train_seconds": train_seconds,
+                "examples_per_second": examples_per_epoch / train_seconds,
+                "energy_per_step": [float(e) for e in summary["energy_per_step"]],
+                "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
+            }
+            _check_finite(record, config)
+
+            history.append(record)
+            # The metrics line goes first: a run killed before its checkpoint is
+            # complete redoes the epoch, and the resume drops the line again.
+            records.append_metrics(workdir_path, record)
+            checkpoints.save(epoch, args=ocp.args.StandardSave(state))
+            if progress is not None:
+                progress.set_postfix(
+                    energy=f"{record['train_energy']:.2f}",
+                    test_mse=f"{record['test_mse']:.4f}",
+                    refresh=False,
+                )
+                progress.update()
+            else:
+                logging.info(_format_epoch(record, config.num_epochs))
+    finally:
+        if progress is not None:
+            progress.close()
+        checkpoints.wait_until_finished()
+        checkpoints.close()
+
+    epochs = max(config.num_epochs, start_epoch)
+    if images is None:  # Nothing trained in this run: evaluate the restored state.
+        final, images = evaluate(state.params, eval_set)
+        final = {k: float(v) for k, v in jax.device_get(final).items()}
+    else:
+        final = history[-1]
+    title = (
+        f"PC decoder {'-'.join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE)))}"
+        f" on {config.dataset}, {config.output_energy}, after {epochs} epochs"
+    )
+    if history:
+        plots.plot_curves(history, workdir_path / "curves.png", title=title)
+    save_samples(
+        config, state.params, eval_set, images, sample_rng, workdir_path / "samples.png", title
+    )
+    logging.info(_final_line(final, epochs))
+    return state
