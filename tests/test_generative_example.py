@@ -1,0 +1,279 @@
+"""examples/generative end to end (the documented command, resume, bad inputs) and its configs.
+
+The end-to-end tests run ``python examples/generative/main.py
+--config=configs/generative_test.py`` (tiny, synthetic data) in a subprocess,
+as a user would.
+"""
+
+import importlib
+import importlib.util
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import flax_pc as fpc
+
+ROOT = pathlib.Path(__file__).parents[1]
+EXAMPLE = ROOT / "examples" / "generative"
+MAIN = "examples/generative/main.py"
+CONFIGS = ("generative", "generative_test")
+METRICS = (
+    "train_energy",
+    "test_mse",
+    "masked_mse",
+    "mean_image_mse",
+    "denoised_mse",
+    "noisy_mse",
+    "latent_mean_square",
+    "seconds",
+    "train_seconds",
+    "examples_per_second",
+)
+
+
+def _import_example_train():
+    """examples/generative/train.py, imported beside examples/mnist's modules of the same names.
+
+    Both examples have ``train``, ``models`` and ``plots`` modules; other tests
+    import the MNIST ones in this process, so this one is imported with its
+    own folder first and the MNIST modules put back afterwards.
+    """
+    names = ("train", "models", "plots")
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        return importlib.import_module("train")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+gen_train = _import_example_train()
+
+
+def load_config(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"configs_{name}", ROOT / "configs" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def run_main(workdir, *flags, config="configs/generative_test.py"):
+    """Runs the example; returns (returncode, stderr)."""
+    cmd = [sys.executable, MAIN, f"--config={config}", f"--workdir={workdir}", *flags]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stderr
+
+
+def read_metrics(workdir):
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+# --- Configs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_validates_and_every_field_is_documented(name):
+    config = load_config(name)
+    gen_train.validate_config(config)
+    assert set(config.keys()) == set(load_config("generative").keys())
+    lines = (ROOT / "configs" / f"{name}.py").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"\s+config\.\w+ = ", line):
+            documented = lines[number - 1].strip().startswith("#")
+            assert documented, f"{name}.py:{number + 1} has no comment: {line.strip()}"
+
+
+def test_default_config_is_fashion_mnist_with_bernoulli_output():
+    config = load_config("generative")
+    assert (config.dataset, config.output_energy) == ("fashion_mnist", "bernoulli")
+    assert config.eval_size == 1000
+
+
+BAD_FIELDS = [
+    ("dataset", "cifar10", "expected one of"),
+    ("data_dir", 3, "expected a path"),
+    ("synthetic_train_size", 0, "int > 0"),
+    ("latent_size", 0, "int > 0"),
+    ("latent_size", 2.0, "int > 0"),
+    ("hidden_sizes", (64, 0), "tuple of ints > 0"),
+    ("hidden_sizes", 64, "tuple of ints > 0"),
+    ("activation", "swish2", "expected one of"),
+    ("output_energy", "cross_entropy", "expected one of"),
+    ("inference_steps", 0, "int > 0"),
+    ("node_learning_rate", 0.0, "number > 0"),
+    ("node_learning_rate", float("nan"), "number > 0"),
+    ("node_momentum", 1.0, r"\[0, 1\)"),
+    ("learning_rate", -1e-3, "number > 0"),
+    ("batch_size", True, "int > 0"),
+    ("num_epochs", 0, "int > 0"),
+    ("seed", -1, "int >= 0"),
+    ("checkpoints_to_keep", 0, "int > 0"),
+    ("eval_size", 0, "int > 0"),
+    ("eval_inference_steps", 0, "int > 0"),
+    ("noise_stddev", -0.1, "number >= 0"),
+    ("noise_stddev", float("inf"), "number >= 0"),
+    ("grid_columns", 0, "int > 0"),
+    ("grid_columns", 2000, "larger than config.eval_size = 1000"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS)
+def test_bad_field_is_one_line(field, value, message):
+    # A new ConfigDict: the loaded one refuses values of another type.
+    config = ml_collections.ConfigDict({**load_config("generative").to_dict(), field: value})
+    with pytest.raises(gen_train.ConfigError, match=message) as error:
+        gen_train.validate_config(config)
+    assert str(error.value).startswith(f"config.{field}")
+    assert "\n" not in str(error.value)
+
+
+# --- Model ---------------------------------------------------------------------
+
+
+def test_decode_is_the_feed_forward_pass_from_the_latent():
+    config = load_config("generative_test")
+    model = gen_train.create_model(config)
+    prior = gen_train.models.prior_mean(3, config.latent_size)
+    params = model.init(jax.random.key(0), prior)["params"]
+    z = jax.random.normal(jax.random.key(1), prior.shape)
+    # By hand: Dense on z, then tanh -> Dense per further layer.
+    h = z @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    for i in range(1, len(config.hidden_sizes) + 1):
+        h = jnp.tanh(h) @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
+    expected = h
+    decoded = gen_train.models.decode(model, params, z)
+    np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)
+    # The prior mean (zeros) is the latent's prediction: its energy is ½‖z‖².
+    nodes = fpc.init_nodes(model.apply, params, prior)
+    nodes["latent"]["value"] = z
+    energies = fpc.energy(model.apply, params, nodes, prior, jnp.zeros((3, 784)))
+    np.testing.assert_allclose(
+        fpc.node_energies(energies.nodes)["latent"], 0.5 * jnp.sum(z**2, -1), rtol=1e-5
+    )
+
+
+def test_prior_samples_differ_and_are_images():
+    config = load_config("generative_test")
+    model = gen_train.create_model(config)
+    params = model.init(jax.random.key(0), gen_train.models.prior_mean(1, config.latent_size))
+    samples = gen_train.sample_prior(config, params["params"], jax.random.key(1), 4)
+    assert samples.shape == (4, 784)
+    assert float(jnp.min(samples)) >= 0 and float(jnp.max(samples)) <= 1
+    assert float(jnp.std(samples[0] - samples[1])) > 0
+
+
+# --- End to end ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A complete run of configs/generative_test.py: (workdir, returncode, stderr)."""
+    workdir = tmp_path_factory.mktemp("generative") / "workdir"
+    code, stderr = run_main(workdir)
+    return workdir, code, stderr
+
+
+@pytest.mark.slow
+def test_documented_command_trains_and_saves_everything(finished):
+    workdir, code, stderr = finished
+    assert code == 0, stderr
+    config = load_config("generative_test")
+    epochs = config.num_epochs
+    last_line = stderr.strip().splitlines()[-1]
+    assert "Final held-out reconstruction MSE" in last_line, last_line
+    assert "for the mean image" in last_line and f"after {epochs} epochs" in last_line
+    assert f"epoch {epochs}/{epochs}: train energy" in stderr
+
+    records = read_metrics(workdir)
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    for record in records:
+        for key in METRICS:
+            assert isinstance(record[key], float) and np.isfinite(record[key]), key
+        assert len(record["energy_per_step"]) == config.inference_steps + 1
+        assert set(record["node_energies"]) == {"latent", "hidden_0"}
+    assert records[-1]["test_mse"] < 0.8 * records[0]["test_mse"]
+    assert records[-1]["train_energy"] < records[0]["train_energy"]
+    assert f"{records[-1]['test_mse']:.4f}" in last_line
+
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["dataset"] == "synthetic" and saved["hidden_sizes"] == [32]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        str(epochs - 1),
+        str(epochs),
+    ]
+    for name in ("samples.png", "curves.png"):
+        png = (workdir / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_trains_nothing(finished):
+    workdir = finished[0]
+    before = read_metrics(workdir)
+    code, stderr = run_main(workdir)
+    assert code == 0, stderr
+    assert f"Resuming from epoch {len(before)} of {len(before)}" in stderr
+    assert read_metrics(workdir) == before
+    assert f"Final held-out reconstruction MSE {before[-1]['test_mse']:.4f}" in stderr
+
+
+@pytest.mark.slow
+def test_resumed_run_trains_only_the_new_epochs(finished, tmp_path):
+    workdir = tmp_path / "workdir"
+    shutil.copytree(finished[0], workdir)
+    before = read_metrics(workdir)
+    epochs = len(before) + 1
+    code, stderr = run_main(workdir, f"--config.num_epochs={epochs}")
+    assert code == 0, stderr
+    assert f"Resuming from epoch {len(before)} of {epochs}" in stderr
+    after = read_metrics(workdir)
+    assert after[:-1] == before and after[-1]["epoch"] == epochs
+    assert f"epoch {epochs}/{epochs}: train energy" in stderr
+
+
+# name: (flags, the error's words)
+BAD_INPUTS = {
+    "unknown output energy": (["--config.output_energy=hinge"], "config.output_energy = 'hinge'"),
+    "eval_size larger than the test set": (
+        ["--config.eval_size=1000"],
+        "config.eval_size = 1000 is larger than the test set (128 examples)",
+    ),
+    "data_dir without files": (
+        ["--config.dataset=fashion_mnist", "--config.data_dir={tmp}"],
+        "lacks train-images-idx3-ubyte.gz",
+    ),
+    "incompatible workdir": (
+        ["--config.latent_size=4"],
+        "holds a run with latent_size = 8, this config has 4",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exits_with_one_line(case, finished, tmp_path):
+    flags, message = BAD_INPUTS[case]
+    workdir = finished[0] if case == "incompatible workdir" else tmp_path / "new"
+    before = (finished[0] / "metrics.jsonl").read_text()
+    code, stderr = run_main(workdir, *(f.format(tmp=tmp_path) for f in flags))
+    assert code == 1
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("Error: ") and message in last_line, stderr
+    assert (finished[0] / "metrics.jsonl").read_text() == before
+    assert not (tmp_path / "new").exists()
