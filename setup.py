@@ -20,6 +20,9 @@ EXAMPLES = [
     "ml-collections>=1.1,<2",
     "orbax-checkpoint>=0.12.8,<0.13",
     "clu>=0.0.12",
+    # clu's metric writers need it for the TensorBoard summaries; tensorflow-cpu
+    # does not bring it in.
+    "tensorboard>=2.21,<2.22",
     "tensorflow-cpu>=2.21,<2.22",
     "tensorflow-datasets>=4.9.10,<4.10",
     # tfds needs it to look up its datasets; it is not a declared dependency.
