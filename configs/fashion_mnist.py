@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.node_init = "forward"
     # float > 0: standard deviation of node_init='normal'.
     config.node_init_stddev = 1.0
+    # float != 0 or None: output nudging beta: clamp the output to out - beta * (out - target)
+    # and scale the weight gradient by 1 / beta (1: clamping; None: plain clamping).
+    config.nudging = config_dict.placeholder(float)
 
     # Weights.
     # str: 'adam' or 'adamw' (Adam with decoupled weight decay).

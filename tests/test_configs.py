@@ -95,6 +95,7 @@ BAD_FIELDS = [
     ("node_momentum", 1.0, r"\[0, 1\)"),
     ("node_init", "ones", "expected one of"),
     ("node_init_stddev", 0.0, "number > 0"),
+    ("nudging", 0.0, "number != 0"),
     ("optimizer", "sgd", "expected one of"),
     ("learning_rate", -1e-3, "number > 0"),
     ("lr_schedule", "linear", "expected one of"),
@@ -118,6 +119,21 @@ def test_bad_field(field, value, message):
         train.validate_config(config)
     assert str(error.value).startswith(f"config.{field}")
     assert "\n" not in str(error.value)
+
+
+def test_nudging_is_not_for_backprop():
+    config = load_config("backprop")
+    config.nudging = 0.5
+    with pytest.raises(train.ConfigError, match="config.nudging applies to"):
+        train.validate_config(config)
+
+
+def test_nudging_reaches_the_train_state():
+    config = load_config("test")
+    config.nudging = 0.5
+    train.validate_config(config)
+    state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
+    assert state.nudging == 0.5
 
 
 def test_cnn_needs_conv_features():

@@ -104,6 +104,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check("node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
     one_of("node_init", NODE_INITS)
     positive_float("node_init_stddev")
+    nudging = config.nudging
+    check(
+        "nudging",
+        nudging is None or (is_number(nudging) and math.isfinite(nudging) and nudging != 0),
+        "None or a number != 0 (beta)",
+    )
+    if nudging is not None and config.algorithm == "bp":
+        raise ConfigError("config.nudging applies to algorithm 'pc' or 'ipc', not 'bp'.")
     one_of("optimizer", OPTIMIZERS)
     positive_float("learning_rate")
     one_of("lr_schedule", LR_SCHEDULES)
@@ -187,6 +195,7 @@ def create_train_state(
         inference_steps=config.inference_steps,
         output_energy=OUTPUT_ENERGIES[config.output_energy],
         algorithm=config.algorithm,
+        nudging=config.nudging,
     )
 
 
