@@ -16,6 +16,9 @@ records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
 ``apply({'params': p, NODES: n}, x,                    the stored ``value``; records
 mutable=[ENERGIES])``                                  ``energy(value, prediction)``
 =====================================================  =====================================
+
+A node that has no stored value while others do (e.g. only the top latent of
+a decoder is given) passes its prediction on, as in a params-only call.
 """
 
 from __future__ import annotations
