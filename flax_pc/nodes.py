@@ -17,8 +17,9 @@ records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
 mutable=[ENERGIES])``                                  ``energy(value, prediction)``
 =====================================================  =====================================
 
-A node that has no stored value while others do (e.g. only the top latent of
-a decoder is given) passes its prediction on, as in a params-only call.
+In a call that records no energies, a node without a stored value while
+others have one (e.g. only the top latent of a decoder is given) passes its
+prediction on, as in a params-only call.
 """
 
 from __future__ import annotations
