@@ -219,15 +219,28 @@ def make_variants(
     impls: Sequence[str] = IMPLS,
     styles: Sequence[str] = STYLES,
     unroll: bool = False,
+    energy_trajectory: bool = False,
 ) -> list[Variant]:
-    """Every requested implementation in every requested style."""
+    """Every requested implementation in every requested style.
+
+    ``unroll`` and ``energy_trajectory`` go to :func:`plain_pc.make_pc_step`.
+    """
     variants = []
     for style in styles:
         for impl in impls:
             if impl == "flax_pc":
                 variants.append(flax_pc_variant(workload, params, style))
             elif impl == "plain_jax":
-                variants.append(plain_variant(workload, params, style, impl, unroll=unroll))
+                variants.append(
+                    plain_variant(
+                        workload,
+                        params,
+                        style,
+                        impl,
+                        unroll=unroll,
+                        energy_trajectory=energy_trajectory,
+                    )  # fmt: skip
+                )
             elif impl == "backprop":
                 variants.append(plain_variant(workload, params, style, impl))
             else:

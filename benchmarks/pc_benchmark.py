@@ -180,7 +180,12 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
     params = workload.init_params(x_train)
     styles = args.styles.split(",")
     variants = harness.make_variants(
-        workload, params, impls=args.impls.split(","), styles=styles, unroll=args.unroll
+        workload,
+        params,
+        impls=args.impls.split(","),
+        styles=styles,
+        unroll=args.unroll,
+        energy_trajectory=args.plain_energy_trajectory,
     )
     print(f"-- {workload.name}: {len(variants)} variants", flush=True)
     results = harness.run(
@@ -200,6 +205,7 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         "num_batches": x_train.shape[0] // workload.batch_size,
         "inference_steps": workload.inference_steps,
         "plain_jax_loop": "unrolled" if args.unroll else "fori_loop",
+        "plain_jax_energy_trajectory": args.plain_energy_trajectory,
         "results": results,
         "ratios": ratios(results),
     }
@@ -341,6 +347,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="VGG-5 channels; pcx's are 128,256,512,512 (about 16x the FLOPs: use a GPU)",
     )
     p.add_argument("--unroll", action="store_true", help="plain-JAX node steps as a Python loop")
+    p.add_argument(
+        "--plain_energy_trajectory",
+        action="store_true",
+        help="plain JAX also returns the energy at every inference step, as flax_pc does",
+    )
     p.add_argument("--no_flops", dest="flops", action="store_false", help="skip the FLOP count")
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument("--name", default=None, help="results file name (default: the workload)")

@@ -110,6 +110,7 @@ def make_pc_step(
     inference_steps: int,
     *,
     unroll: bool = False,
+    energy_trajectory: bool = False,
 ) -> Step:
     """The PC train step (see the module doc).
 
@@ -119,21 +120,32 @@ def make_pc_step(
       node_lr: SGD learning rate of the nodes.
       inference_steps: ``T``.
       unroll: run the ``T`` node steps as a Python loop (else ``lax.fori_loop``).
+      energy_trajectory: also return the batch-mean energy before every node
+        step and after the last, ``metrics['energy']`` ``[T + 1]`` (what
+        flax_pc's ``train_step`` reports); else only the final energy.
     """
 
     def step(weights, opt_state, x, y):
         mus = forward(layers, weights, x)
 
-        def node_step(_, values):
-            grads = jax.grad(energy, argnums=3)(layers, weights, x, values, y)
-            return [v - node_lr * g for v, g in zip(values, grads)]
+        def node_step(values, _):
+            if energy_trajectory:
+                e, grads = jax.value_and_grad(energy, argnums=3)(layers, weights, x, values, y)
+            else:
+                e, grads = None, jax.grad(energy, argnums=3)(layers, weights, x, values, y)
+            return [v - node_lr * g for v, g in zip(values, grads)], e
 
-        values = mus[:-1]
+        values, trajectory = mus[:-1], []
         if unroll:
-            for t in range(inference_steps):
-                values = node_step(t, values)
+            for _ in range(inference_steps):
+                values, e = node_step(values, None)
+                trajectory.append(e)
+        elif energy_trajectory:
+            values, trajectory = jax.lax.scan(node_step, values, None, length=inference_steps)
         else:
-            values = jax.lax.fori_loop(0, inference_steps, node_step, values)
+            values = jax.lax.fori_loop(
+                0, inference_steps, lambda _, v: node_step(v, None)[0], values
+            )
         total, grads = jax.value_and_grad(energy, argnums=1)(layers, weights, x, values, y)
         updates, opt_state = tx.update(grads, opt_state, weights)
         batch = x.shape[0]
@@ -141,6 +153,9 @@ def make_pc_step(
             "energy": total / batch,
             "loss": 0.5 * jnp.sum(jnp.square(y - mus[-1])) / batch,
         }
+        if energy_trajectory:
+            before = jnp.asarray(trajectory, total.dtype)  # a list when unrolled
+            metrics["energy"] = jnp.append(before, total) / batch
         return optax.apply_updates(weights, updates), opt_state, metrics
 
     return step

@@ -64,6 +64,22 @@ def test_mlp_step_matches_plain_jax():
     _compare(models.MLP(), plain_pc.mlp_layers(3), x, y, inference_steps=4)
 
 
+@pytest.mark.parametrize("unroll", [False, True])
+def test_plain_energy_trajectory_matches_flax_pc_metrics(unroll):
+    x = jax.random.uniform(jax.random.key(0), (16, 784))
+    y = jax.nn.one_hot(jnp.arange(16) % 10, 10)
+    model = models.MLP()
+    state, weights = _setup(model, x, inference_steps=3, node_lr=0.01)
+    tx = optax.adam(1e-3)
+    step = plain_pc.make_pc_step(
+        plain_pc.mlp_layers(3), tx, 0.01, 3, unroll=unroll, energy_trajectory=True
+    )
+    _, _, plain_metrics = jax.jit(step)(weights, tx.init(weights), x, y)
+    _, metrics = jax.jit(lambda s, x, y: s.train_step(x, y))(state, x, y)
+    assert plain_metrics["energy"].shape == (4,)
+    np.testing.assert_allclose(plain_metrics["energy"], metrics["energy"], rtol=1e-5)
+
+
 def test_conv_step_matches_plain_jax():
     model = models.VGG5(channels=(4, 8, 8, 8))
     x = jax.random.uniform(jax.random.key(0), (8, 16, 16, 3))
