@@ -27,13 +27,13 @@ import sys
 import time
 from typing import Any
 
-import data as data_lib
-import harness
+import bench_data as data_lib
+import bench_harness as harness
+import bench_models as models
+import bench_plots as plots
 import jax
-import models
 import numpy as np
 import plain_pc
-import plots
 
 SWEEPS = {
     "steps": (1, 4, 16, 64),
@@ -210,7 +210,7 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         "ratios": ratios(results),
     }
     if args.flops:
-        from flops import train_step_flops  # imports flax_pc too; only when asked
+        from bench_flops import train_step_flops  # imports flax_pc too; only when asked
 
         batch = workload.batch_size
         point["flops"] = train_step_flops(workload, params, x_train[:batch], y_train[:batch])

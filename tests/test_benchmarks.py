@@ -14,7 +14,7 @@ import flax_pc as fpc
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import models  # noqa: E402
+import bench_models as models  # noqa: E402
 import plain_pc  # noqa: E402
 
 STEPS = 3

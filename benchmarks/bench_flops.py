@@ -19,7 +19,7 @@ import functools
 import math
 from typing import Any
 
-import harness
+import bench_harness as harness
 import jax
 import optax
 import plain_pc
