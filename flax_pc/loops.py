@@ -34,6 +34,10 @@ def train_epoch(
                         donate_argnames=("state",))
         state, metrics = epoch(state, x_train, y_train, key, batch_size=256)
 
+    On CPU, convolution weight gradients run on a slow path inside
+    ``lax.scan`` (jax-ml/jax#12868): for conv nets on CPU, a per-batch
+    ``jax.jit(state.train_step)`` loop can be several times faster.
+
     Args:
       state: the train state.
       inputs: the whole training set, ``[N, ...]``, ideally already on device.
