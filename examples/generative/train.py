@@ -45,8 +45,10 @@ _HERE = pathlib.Path(__file__).parent
 # prepended: this folder's own train/models/plots must win over the MNIST ones.
 if str(_HERE.parent / "mnist") not in sys.path:
     sys.path.append(str(_HERE.parent / "mnist"))
+import config_checks  # noqa: E402
 import input_pipeline  # noqa: E402
 import records  # noqa: E402
+from config_checks import ConfigError, is_int, is_number  # noqa: E402
 
 #: Output energies, and how each turns the model's output into an image.
 OUTPUT_ENERGIES = {
@@ -66,10 +68,6 @@ TOP_HALF = (np.arange(IMAGE_SIZE) < IMAGE_SIZE // 2).astype(np.float32)
 MODEL_FIELDS = ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
 
 
-class ConfigError(ValueError):
-    """A config field has a bad value."""
-
-
 class DivergedError(Exception):
     """Training produced a non-finite energy or MSE."""
 
@@ -84,25 +82,13 @@ USER_ERRORS = (ConfigError, records.WorkdirError, DivergedError, input_pipeline.
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
 
-    def check(name: str, ok: bool, expected: str) -> None:
-        if not ok:
-            raise ConfigError(f"config.{name} = {config[name]!r}: expected {expected}.")
-
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    def positive_int(name: str) -> None:
-        check(name, is_int(config[name]) and config[name] > 0, "an int > 0")
-
-    def positive_float(name: str) -> None:
-        value = config[name]
-        check(name, is_number(value) and math.isfinite(value) and value > 0, "a number > 0")
-
-    def one_of(name: str, choices: Any) -> None:
-        check(name, config[name] in choices, f"one of {tuple(choices)}")
+    checker = config_checks.FieldChecker(config)
+    check, one_of, positive_int, positive_float = (
+        checker.check,
+        checker.one_of,
+        checker.positive_int,
+        checker.positive_float,
+    )
 
     one_of("dataset", input_pipeline.DATASETS)
     check("data_dir", config.data_dir is None or isinstance(config.data_dir, str), "a path")

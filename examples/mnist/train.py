@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+import config_checks
 import input_pipeline
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ import orbax.checkpoint as ocp
 import plots
 import records
 from absl import logging
+from config_checks import ConfigError, is_int, is_number
 
 import flax_pc as fpc
 
@@ -45,10 +47,6 @@ NODE_INITS = ("forward", "zeros", "normal")
 _HERE = str(pathlib.Path(__file__).parent)
 
 
-class ConfigError(ValueError):
-    """A config field has a bad value."""
-
-
 class DivergedError(Exception):
     """Training produced a non-finite energy or loss."""
 
@@ -63,30 +61,14 @@ USER_ERRORS = (ConfigError, records.WorkdirError, DivergedError, input_pipeline.
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
 
-    def check(name: str, ok: bool, expected: str) -> None:
-        if not ok:
-            raise ConfigError(f"config.{name} = {config[name]!r}: expected {expected}.")
-
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    def positive_int(name: str) -> None:
-        check(name, is_int(config[name]) and config[name] > 0, "an int > 0")
-
-    def positive_float(name: str) -> None:
-        value = config[name]
-        check(name, is_number(value) and math.isfinite(value) and value > 0, "a number > 0")
-
-    def one_of(name: str, choices: Any) -> None:
-        check(name, config[name] in choices, f"one of {tuple(choices)}")
-
-    def sizes(name: str, required: bool) -> None:
-        value = config[name]
-        ok = isinstance(value, (tuple, list)) and all(is_int(v) and v > 0 for v in value)
-        check(name, ok and (len(value) > 0 or not required), "a non-empty tuple of ints > 0")
+    checker = config_checks.FieldChecker(config)
+    check, one_of, positive_int, positive_float = (
+        checker.check,
+        checker.one_of,
+        checker.positive_int,
+        checker.positive_float,
+    )
+    sizes = checker.sizes
 
     one_of("dataset", input_pipeline.DATASETS)
     check("data_dir", config.data_dir is None or isinstance(config.data_dir, str), "a path")
