@@ -20,7 +20,7 @@ import models  # noqa: E402
 import train  # noqa: E402
 
 # configs/ is shared with other examples: these are examples/mnist's.
-MNIST_CONFIGS = ("default", "backprop", "cnn", "fashion_mnist", "ipc", "test")
+MNIST_CONFIGS = ("default", "backprop", "cnn", "fashion_mnist", "fashion_mnist_ipc", "ipc", "test")
 CONFIG_FILES = [ROOT / "configs" / f"{name}.py" for name in MNIST_CONFIGS]
 
 
@@ -77,6 +77,12 @@ def test_variants_differ_from_default_where_they_say():
     assert load_config("cnn").model == "cnn"
     fashion = load_config("fashion_mnist")
     assert fashion.dataset == "fashion_mnist" and tuple(fashion.hidden_sizes) == (128, 128, 128)
+    fashion_ipc = load_config("fashion_mnist_ipc").to_dict()
+    assert {k for k, v in fashion_ipc.items() if fashion[k] != v} == {
+        "algorithm",
+        "inference_steps",
+        "node_learning_rate",
+    }
 
 
 BAD_FIELDS = [
