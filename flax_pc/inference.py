@@ -162,6 +162,16 @@ def node_energies(sown: PyTree) -> dict[str, Array]:
     return result
 
 
+def _total_energy(apply_fn, inputs, targets, output_energy):
+    """``(params, nodes) -> (F, Energy)``: the function whose gradients PC follows."""
+
+    def total(params, nodes):
+        result = energy(apply_fn, params, nodes, inputs, targets, output_energy=output_energy)
+        return result.total, result
+
+    return total
+
+
 def _check_steps(inference_steps: Any) -> int:
     if isinstance(inference_steps, bool) or not isinstance(inference_steps, int):
         raise TypeError(
@@ -237,8 +247,7 @@ def _infer(
     """
 
     def total(nodes):
-        result = energy(apply_fn, params, nodes, inputs, targets, output_energy=output_energy)
-        return result.total, result
+        return _total_energy(apply_fn, inputs, targets, output_energy)(params, nodes)
 
     def step(carry, _):
         nodes, opt_state = carry

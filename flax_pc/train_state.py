@@ -157,18 +157,6 @@ def _warn_no_nodes() -> None:
     )
 
 
-def _energy_fn(state: PCTrainState, inputs: Array, clamp: Array):
-    """``(params, nodes) -> (F, Energy)`` with the output clamped to ``clamp``."""
-
-    def total(params, nodes):
-        result = _inference.energy(
-            state.apply_fn, params, nodes, inputs, clamp, output_energy=state.output_energy
-        )
-        return result.total, result
-
-    return total
-
-
 def _scale(tree, factor: float):
     if factor == 1.0:
         return tree
@@ -205,7 +193,7 @@ def _train_step(state: PCTrainState, inputs, targets, rng):
     if state.nudging is not None:
         clamp = jax.lax.stop_gradient(output - state.nudging * (output - targets))
         grad_scale = 1.0 / state.nudging
-    total = _energy_fn(state, inputs, clamp)
+    total = _inference._total_energy(state.apply_fn, inputs, clamp, state.output_energy)
 
     if state.algorithm == "ipc":
         return _ipc_step(state, nodes, total, grad_scale, loss, batch_size)
