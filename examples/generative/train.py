@@ -19,7 +19,6 @@ workdir resumes), ``curves.png`` and ``samples.png``.
 
 from __future__ import annotations
 
-import json
 import logging as std_logging
 import math
 import pathlib
@@ -309,37 +308,6 @@ def save_samples(
     plots.plot_samples(rows, path, IMAGE_SHAPE, title=title)
 
 
-# --- Workdir -----------------------------------------------------------------
-
-
-def _check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-    """Refuses a workdir whose run ``config`` cannot continue; reads, never writes.
-
-    As ``records.check_workdir``, for this example's :data:`MODEL_FIELDS`.
-    """
-    if workdir.exists() and not workdir.is_dir():
-        raise records.WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
-    saved_file = workdir / records.CONFIG_FILE
-    if not saved_file.exists():
-        return
-    try:
-        saved = json.loads(saved_file.read_text())
-    except (OSError, ValueError) as e:
-        raise records.WorkdirError(
-            f"cannot read {saved_file} ({e}); use another --workdir."
-        ) from None
-    current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in config.json
-    for field in MODEL_FIELDS:
-        if saved.get(field) != current[field]:
-            theirs, ours = (
-                tuple(v) if isinstance(v, list) else v for v in (saved.get(field), current[field])
-            )
-            raise records.WorkdirError(
-                f"workdir {str(workdir)!r} holds a run with {field} = {theirs!r}, this config "
-                f"has {ours!r}; use another --workdir to train this model."
-            )
-
-
 class _OwnInfoOnly(std_logging.Filter):
     """Keeps INFO lines of this example only: orbax logs dozens per checkpoint."""
 
@@ -407,7 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     logging.get_absl_handler().addFilter(_OwnInfoOnly())
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
-    _check_workdir(config, workdir_path)
+    records.check_workdir(config, workdir_path, fields=MODEL_FIELDS)
 
     splits = input_pipeline.load(
         config.dataset,

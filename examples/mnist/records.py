@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
@@ -26,12 +27,22 @@ def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in config.json
 
 
-def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+def check_workdir(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    fields: Sequence[str] | None = None,
+) -> None:
     """Refuses a workdir whose run ``config`` cannot continue; reads, never writes.
+
+    Args:
+      config: the config of this run.
+      workdir: the run's folder.
+      fields: the fields that must equal the saved run's; default
+        :data:`MODEL_FIELDS` (``conv_features`` only for the CNN).
 
     Raises:
       WorkdirError: ``workdir`` is a file, or its ``config.json`` is unreadable
-        or differs from ``config`` in one of :data:`MODEL_FIELDS`.
+        or differs from ``config`` in one of ``fields``.
     """
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
@@ -43,7 +54,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
     except (OSError, ValueError) as e:
         raise WorkdirError(f"cannot read {saved_file} ({e}); use another --workdir.") from None
     current = _as_json(config)
-    fields = [f for f in MODEL_FIELDS if f != "conv_features" or current["model"] == "cnn"]
+    if fields is None:
+        fields = [f for f in MODEL_FIELDS if f != "conv_features" or current["model"] == "cnn"]
     for field in fields:
         if saved.get(field) != current[field]:
             theirs, ours = (
