@@ -2,10 +2,15 @@
 
 fashion_mnist.py's settings with algorithm='ipc', then tuned for iPC on the
 same validation split (the last 10k training images): weight learning rate
-(1e-4 to 2e-3), node learning rate (0.01 to 0.5), node momentum, T (4, 8).
+(1e-4 to 2e-3), node learning rate (0.01 to 1.0), node momentum, T (4 to 16),
+batch size (128, 256), epochs (12, 25), AdamW weight decay, activation.
 iPC takes T weight steps per batch and wants much stronger inference than PC:
-node lr 0.01 gave 82.2%, 0.1 gave 86.5%, 0.3 88.1%, 0.5 with T=8 89.1% on
-validation (PC's tuned config: 89.7-89.8%).
+with tanh, node lr 0.01 gave 82.2%, 0.1 86.5%, 0.3 88.1%, 0.8 (T=8) 89.3%,
+1.0 88.2% on validation. The activation mattered most: at node lr 0.8, silu
+89.9% (mean of two seeds), gelu 89.8%, leaky_relu 89.6%, tanh 89.3% (one seed
+each). PC's tuned config (tanh): 89.7-89.8%; PC with silu: 89.8%. On the test
+set over seeds 0-9, iPC with this config and PC with fashion_mnist.py tie
+(89.61% and 89.62%).
 """
 
 import ml_collections
@@ -34,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     # tuple of int > 0: channels of the conv blocks (3x3 conv, 2x2 avg pool, value node); cnn only.
     config.conv_features = (16, 32)
     # str: hidden activation: tanh, relu, leaky_relu, gelu, silu, elu, sigmoid, hard_tanh, linear.
-    config.activation = "tanh"
+    config.activation = "silu"
 
     # Predictive coding.
     # str: learning rule: 'pc' (inference, then a weight step), 'ipc' (incremental PC:
@@ -45,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     # int > 0: T, node updates per batch (for 'ipc': joint node and weight updates per batch).
     config.inference_steps = 8
     # float > 0: SGD learning rate of the value nodes.
-    config.node_learning_rate = 0.5
+    config.node_learning_rate = 0.8
     # float in [0, 1): SGD momentum of the value nodes (0: plain SGD).
     config.node_momentum = 0.0
     # str: each batch's starting node values: 'forward' (the prediction), 'zeros' or 'normal'.

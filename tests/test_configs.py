@@ -80,6 +80,7 @@ def test_variants_differ_from_default_where_they_say():
     fashion_ipc = load_config("fashion_mnist_ipc").to_dict()
     assert {k for k, v in fashion_ipc.items() if fashion[k] != v} == {
         "algorithm",
+        "activation",
         "inference_steps",
         "node_learning_rate",
     }
