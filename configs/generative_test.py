@@ -39,8 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.node_momentum = 0.7
 
     # Weights.
-    # float > 0: Adam learning rate of the weights.
+    # float > 0: AdamW learning rate of the weights.
     config.learning_rate = 1e-2
+    # float >= 0: AdamW's decoupled weight decay of the weights (0: plain Adam). It keeps the
+    # decoder's weights from growing while the inferred latents shrink below the prior's spread.
+    config.weight_decay = 1.0
 
     # Loop.
     # int > 0: examples per weight update; the epoch's last partial batch is dropped.

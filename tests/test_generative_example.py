@@ -119,6 +119,8 @@ BAD_FIELDS = [
     ("node_learning_rate", float("nan"), "number > 0"),
     ("node_momentum", 1.0, r"\[0, 1\)"),
     ("learning_rate", -1e-3, "number > 0"),
+    ("weight_decay", -0.1, "number >= 0"),
+    ("weight_decay", float("nan"), "number >= 0"),
     ("batch_size", True, "int > 0"),
     ("num_epochs", 0, "int > 0"),
     ("seed", -1, "int >= 0"),
@@ -140,6 +142,19 @@ def test_bad_field_is_one_line(field, value, message):
         gen_train.validate_config(config)
     assert str(error.value).startswith(f"config.{field}")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1.0])
+def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay(weight_decay):
+    config = load_config("generative_test")
+    config.learning_rate, config.weight_decay = 1e-2, weight_decay
+    state = gen_train.create_train_state(config, jax.random.key(0))
+    # Zero gradients: Adam's own step is 0, so only the decay moves the weights.
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    new = state.apply_gradients(grads=zeros)
+    factor = 1 - config.learning_rate * weight_decay
+    for before, after in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
+        np.testing.assert_allclose(after, before * factor, rtol=1e-6)
 
 
 # --- Model ---------------------------------------------------------------------

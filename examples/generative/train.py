@@ -104,6 +104,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     momentum = config.node_momentum
     check("node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
     positive_float("learning_rate")
+    decay = config.weight_decay
+    check("weight_decay", is_number(decay) and math.isfinite(decay) and decay >= 0, "a number >= 0")
     positive_int("batch_size")
     positive_int("num_epochs")
     check("seed", is_int(config.seed) and config.seed >= 0, "an int >= 0")
@@ -166,7 +168,7 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc
     return fpc.PCTrainState.create(
         apply_fn=model.apply,
         params=init(rng)["params"],
-        tx=optax.adam(config.learning_rate),
+        tx=optax.adamw(config.learning_rate, weight_decay=config.weight_decay),
         node_tx=create_node_optimizer(config.node_learning_rate, config.node_momentum),
         inference_steps=config.inference_steps,
         output_energy=OUTPUT_ENERGIES[config.output_energy],
