@@ -128,6 +128,19 @@ def test_bad_field(field, value, message):
     assert "\n" not in str(error.value)
 
 
+def test_sizes_an_unused_model_part_may_be_empty_but_not_bad():
+    config = load_config("cnn")
+    config.conv_features = ()
+    with pytest.raises(train.ConfigError, match=r"expected a non-empty tuple"):
+        train.validate_config(config)
+    config = load_config("default")
+    config.conv_features = ()  # the MLP has no conv blocks
+    train.validate_config(config)
+    config.conv_features = (16, 0)
+    with pytest.raises(train.ConfigError, match=r"expected a tuple of ints > 0\.$"):
+        train.validate_config(config)
+
+
 def test_nudging_is_not_for_backprop():
     config = load_config("backprop")
     config.nudging = 0.5

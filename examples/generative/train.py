@@ -47,7 +47,7 @@ if str(_HERE.parent / "mnist") not in sys.path:
 import config_checks  # noqa: E402
 import input_pipeline  # noqa: E402
 import records  # noqa: E402
-from config_checks import ConfigError, is_int, is_number  # noqa: E402
+from config_checks import ConfigError  # noqa: E402
 
 #: Output energies, and how each turns the model's output into an image.
 OUTPUT_ENERGIES = {
@@ -94,29 +94,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive_int("synthetic_train_size")
     positive_int("synthetic_test_size")
     positive_int("latent_size")
-    sizes = config.hidden_sizes
-    ok = isinstance(sizes, (tuple, list)) and all(is_int(v) and v > 0 for v in sizes)
-    check("hidden_sizes", ok, "a tuple of ints > 0")
+    checker.sizes("hidden_sizes", required=False)
     one_of("activation", models.ACTIVATIONS)
     one_of("output_energy", OUTPUT_ENERGIES)
     positive_int("inference_steps")
     positive_float("node_learning_rate")
-    momentum = config.node_momentum
-    check("node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
+    checker.fraction("node_momentum")
     positive_float("learning_rate")
-    decay = config.weight_decay
-    check("weight_decay", is_number(decay) and math.isfinite(decay) and decay >= 0, "a number >= 0")
+    checker.non_negative_float("weight_decay")
     positive_int("batch_size")
     positive_int("num_epochs")
-    check("seed", is_int(config.seed) and config.seed >= 0, "an int >= 0")
+    checker.non_negative_int("seed")
     positive_int("checkpoints_to_keep")
     positive_int("eval_size")
     positive_int("eval_inference_steps")
     positive_float("eval_node_learning_rate")
-    momentum = config.eval_node_momentum
-    check("eval_node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
-    noise = config.noise_stddev
-    check("noise_stddev", is_number(noise) and math.isfinite(noise) and noise >= 0, "a number >= 0")
+    checker.fraction("eval_node_momentum")
+    checker.non_negative_float("noise_stddev")
     positive_int("grid_columns")
     if config.grid_columns > config.eval_size:
         raise ConfigError(

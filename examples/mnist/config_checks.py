@@ -41,6 +41,19 @@ class FieldChecker:
         value = self.config[name]
         self.check(name, is_number(value) and math.isfinite(value) and value > 0, "a number > 0")
 
+    def non_negative_int(self, name: str) -> None:
+        value = self.config[name]
+        self.check(name, is_int(value) and value >= 0, "an int >= 0")
+
+    def non_negative_float(self, name: str) -> None:
+        value = self.config[name]
+        self.check(name, is_number(value) and math.isfinite(value) and value >= 0, "a number >= 0")
+
+    def fraction(self, name: str) -> None:
+        """A number in [0, 1), e.g. a momentum."""
+        value = self.config[name]
+        self.check(name, is_number(value) and 0 <= value < 1, "a number in [0, 1)")
+
     def one_of(self, name: str, choices: Any) -> None:
         self.check(name, self.config[name] in choices, f"one of {tuple(choices)}")
 
@@ -48,4 +61,5 @@ class FieldChecker:
         """A tuple of ints > 0, non-empty when ``required``."""
         value = self.config[name]
         ok = isinstance(value, (tuple, list)) and all(is_int(v) and v > 0 for v in value)
-        self.check(name, ok and (len(value) > 0 or not required), "a non-empty tuple of ints > 0")
+        expected = "a non-empty tuple of ints > 0" if required else "a tuple of ints > 0"
+        self.check(name, ok and (len(value) > 0 or not required), expected)

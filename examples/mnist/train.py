@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 import plots
 import records
 from absl import logging
-from config_checks import ConfigError, is_int, is_number
+from config_checks import ConfigError, is_number
 
 import flax_pc as fpc
 
@@ -82,8 +82,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     one_of("output_energy", OUTPUT_ENERGIES)
     positive_int("inference_steps")
     positive_float("node_learning_rate")
-    momentum = config.node_momentum
-    check("node_momentum", is_number(momentum) and 0 <= momentum < 1, "a number in [0, 1)")
+    checker.fraction("node_momentum")
     one_of("node_init", NODE_INITS)
     positive_float("node_init_stddev")
     nudging = config.nudging
@@ -97,8 +96,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     one_of("optimizer", OPTIMIZERS)
     positive_float("learning_rate")
     one_of("lr_schedule", LR_SCHEDULES)
+    checker.non_negative_float("weight_decay")
     decay = config.weight_decay
-    check("weight_decay", is_number(decay) and math.isfinite(decay) and decay >= 0, "a number >= 0")
     if decay > 0 and config.optimizer != "adamw":
         raise ConfigError(
             f"config.weight_decay = {decay!r} needs config.optimizer = 'adamw' "
@@ -107,7 +106,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive_int("batch_size")
     positive_int("eval_batch_size")
     positive_int("num_epochs")
-    check("seed", is_int(config.seed) and config.seed >= 0, "an int >= 0")
+    checker.non_negative_int("seed")
     positive_int("checkpoints_to_keep")
 
 
