@@ -6,9 +6,19 @@ Put :class:`PCNode` after the layers of a linen model, train it with
 """
 
 from flax_pc import energies
-from flax_pc.inference import Energy, energy, infer, init_nodes, node_energies
+from flax_pc.inference import (
+    RNG_STREAMS,
+    Energy,
+    InitialNodes,
+    as_rngs,
+    energy,
+    infer,
+    init_nodes,
+    initialize,
+    node_energies,
+)
 from flax_pc.loops import train_epoch
-from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, PCNode
+from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, VALUE_INITS, NodeValue, PCNode
 from flax_pc.train_state import ALGORITHMS, PCTrainState
 
 __version__ = "0.1.0"
@@ -17,14 +27,20 @@ __all__ = [
     "ALGORITHMS",
     "ENERGIES",
     "Energy",
+    "InitialNodes",
     "NODES",
     "NODE_RNG",
+    "NodeValue",
     "PCNode",
     "PCTrainState",
+    "RNG_STREAMS",
+    "VALUE_INITS",
+    "as_rngs",
     "energies",
     "energy",
     "infer",
     "init_nodes",
+    "initialize",
     "node_energies",
     "train_epoch",
 ]

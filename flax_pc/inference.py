@@ -10,27 +10,57 @@ Convention: the energy that is minimised is the **total over the batch**,
 
 so ``dF/dv^b`` depends on example ``b`` alone (node dynamics do not depend on
 the batch size) and ``dF/dparams`` is the gradient of the batch-summed energy.
+
+Models with state and randomness: every function takes ``model_state`` (the
+model's non-param collections, e.g. ``{'batch_stats': ...}``; the model may
+update them in the call, and those updates are discarded here) and ``rng`` (a
+key, or a dict ``{stream: key}``; see :func:`as_rngs`). Passing the same
+``rng`` to every call of one batch gives every call the same dropout mask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import errors as flax_errors
 from flax import traverse_util
+from flax.core import meta
 
 from flax_pc import energies as _energies
-from flax_pc.nodes import _FORWARD_INIT, ENERGIES, NODE_RNG, NODES
+from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, NodeValue
+from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
-Array = jax.Array
-PyTree = Any
-ApplyFn = Callable[..., Any]
-EnergyFn = Callable[[Array, Array], Array]
+__all__ = [
+    "Energy",
+    "InitialNodes",
+    "RNG_STREAMS",
+    "DEFAULT_UNROLL",
+    "as_rngs",
+    "apply_model",
+    "initialize",
+    "init_nodes",
+    "energy",
+    "infer",
+    "node_energies",
+]
 
-__all__ = ["Energy", "init_nodes", "energy", "infer", "node_energies"]
+#: The RNG streams that a bare key feeds (each gets a key derived from it):
+#: node initialisation (``PCNode(value_init='normal')``) and ``nn.Dropout``.
+RNG_STREAMS: tuple[str, ...] = (NODE_RNG, "dropout")
+#: Default ``unroll`` of the inference loop: fully unrolled. XLA:CPU computes
+#: convolution gradients inside a loop several times slower than outside it
+#: (jax-ml/jax#12868), and unrolling the few steps of a typical ``T`` costs
+#: nothing at run time on CPU or GPU (see benchmarks/README.md); for a large
+#: ``T``, an int (steps per loop iteration) bounds the compile time.
+DEFAULT_UNROLL: int | bool = True
+
+# Collections flax_pc manages itself; a model_state must not hold them.
+_RESERVED = ("params", NODES, ENERGIES)
 
 
 class Energy(NamedTuple):
@@ -41,7 +71,8 @@ class Energy(NamedTuple):
         output (the quantity whose gradients PC follows).
       per_example: ``[B]``, the total per example.
       nodes: the :data:`~flax_pc.ENERGIES` collection: each ``PCNode``'s
-        ``[B]`` energy, as sown (see :func:`node_energies` for a flat dict).
+        ``[B]`` energy (``[L, B]`` for a node stacked by ``nn.scan``), as sown
+        (see :func:`node_energies` for a flat dict).
       output: ``[B]``, ``output_energy(targets, output)``.
       output_prediction: the model's output, ``[B, *out_features]``.
     """
@@ -53,39 +84,170 @@ class Energy(NamedTuple):
     output_prediction: Array
 
 
+class InitialNodes(NamedTuple):
+    """What :func:`initialize` returns.
+
+    Attributes:
+      nodes: the :data:`~flax_pc.NODES` collection.
+      forward: ``True`` when every node was forward initialised (holds its
+        prediction), so every hidden error starts at zero; pass it to
+        :func:`infer` as ``forward_initialized``.
+    """
+
+    nodes: PyTree
+    forward: bool
+
+
+def as_rngs(rng: RNG | None, streams: Sequence[str] = RNG_STREAMS) -> dict[str, Array] | None:
+    """Linen's ``rngs`` from a key or a dict.
+
+    Args:
+      rng: ``None``; a PRNG key, from which each of ``streams`` gets its own
+        derived key; or a dict ``{stream: key}`` (linen's ``rngs=``), used as is.
+      streams: the streams a bare key feeds (default :data:`RNG_STREAMS`).
+
+    Returns:
+      ``{stream: key}``, or ``None`` for ``rng=None``.
+    """
+    if rng is None:
+        return None
+    if isinstance(rng, Mapping):
+        return dict(rng)
+    keys = jax.random.split(rng, len(streams))
+    return {stream: keys[i] for i, stream in enumerate(streams)}
+
+
+def check_model_state(model_state: Any) -> dict[str, PyTree]:
+    """``model_state`` as a plain dict of collections; raises on a bad one."""
+    if model_state is None:
+        return {}
+    if not isinstance(model_state, Mapping):
+        raise TypeError(
+            "model_state must be a dict of the model's non-param collections, e.g. "
+            f"{{'batch_stats': variables['batch_stats']}}; got {type(model_state).__name__}."
+        )
+    reserved = [name for name in model_state if name in _RESERVED]
+    if reserved:
+        raise ValueError(
+            f"model_state holds {reserved}: it is for the model's other collections (e.g. "
+            f"'batch_stats'); params and flax_pc's {NODES!r}/{ENERGIES!r} are passed apart."
+        )
+    return meta.unbox(_plain_dicts(model_state))
+
+
+def _plain_dicts(tree: Any) -> Any:
+    # FrozenDicts in, dicts out of apply: one type, so jit and scan see one structure.
+    if isinstance(tree, Mapping):
+        return {key: _plain_dicts(value) for key, value in tree.items()}
+    return tree
+
+
+def _quoted(message: str, after: str) -> str:
+    match = re.search(after + r' "([^"]+)"', message)
+    return match[1] if match else "?"
+
+
+def apply_model(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    inputs: Array,
+    *,
+    nodes: PyTree = None,
+    model_state: Mapping[str, PyTree] | None = None,
+    rngs: Mapping[str, Array] | None = None,
+    mutable: Sequence[str] = (),
+) -> tuple[Any, dict[str, PyTree]]:
+    """Calls the model the way every flax_pc function does.
+
+    The model gets ``params``, ``nodes`` (if any) and ``model_state``; the
+    ``mutable`` collections and those of ``model_state`` are mutable. Flax's
+    errors for a missing RNG stream or collection become one clear error.
+
+    Returns:
+      ``(output, collections)``: the model's output and the mutable collections
+      it returned (those of ``model_state`` included).
+    """
+    model_state = model_state or {}
+    variables = {"params": params, **model_state}
+    if nodes:
+        variables[NODES] = nodes
+    mutable = [*mutable, *model_state]
+    try:
+        if mutable:
+            output, collections = apply_fn(variables, inputs, mutable=mutable, rngs=rngs)
+            return output, dict(collections)
+        return apply_fn(variables, inputs, rngs=rngs), {}
+    except flax_errors.InvalidRngError as error:
+        stream = _quoted(str(error), "PRNG for")
+        hint = (
+            "rng=key (a bare key feeds " + " and ".join(repr(s) for s in RNG_STREAMS) + ")"
+            if stream in RNG_STREAMS
+            else f"rng={{{stream!r}: key, ...}} (a dict of every stream the model draws from)"
+        )
+        raise ValueError(
+            f"The model draws random numbers from the RNG stream {stream!r} but no key was "
+            f"given for it: pass {hint} to train_step, train_epoch or the flax_pc function "
+            f"you called. ({error})"
+        ) from None
+    except (flax_errors.ScopeCollectionNotFound, flax_errors.ModifyScopeVariableError) as error:
+        collection = _quoted(str(error), "collection")
+        raise ValueError(
+            f"The model uses the variable collection {collection!r} (e.g. BatchNorm's "
+            f"running averages), which flax_pc was not given: pass model_state="
+            f"{{{collection!r}: variables[{collection!r}]}} (PCTrainState.create(..., "
+            f"model_state=...), or model_state= to the flax_pc function you called), with "
+            f"variables = model.init(...). ({error})"
+        ) from None
+
+
+def initialize(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    inputs: Array,
+    *,
+    model_state: Mapping[str, PyTree] | None = None,
+    rng: RNG | None = None,
+) -> InitialNodes:
+    """:func:`init_nodes`, and whether every node was forward initialised."""
+    _, collections = apply_model(
+        apply_fn, params, inputs, model_state=check_model_state(model_state),
+        rngs=as_rngs(rng), mutable=[NODES],
+    )  # fmt: skip
+    boxed = collections.get(NODES, {})
+    leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda leaf: isinstance(leaf, NodeValue))
+    forward = bool(leaves) and all(isinstance(v, NodeValue) and v.forward for v in leaves)
+    return InitialNodes(meta.unbox(boxed), forward)
+
+
 def init_nodes(
     apply_fn: ApplyFn,
     params: PyTree,
     inputs: Array,
     *,
-    rng: Array | None = None,
+    model_state: Mapping[str, PyTree] | None = None,
+    rng: RNG | None = None,
 ) -> PyTree:
     """Initialises the value nodes for one batch by a forward pass.
 
-    Each ``PCNode`` makes its value from its prediction as its ``init`` says
-    (``'forward'``: ``v = mu``, so every hidden energy is zero).
+    Each ``PCNode`` makes its value from its prediction as its ``value_init``
+    says (``'forward'``: ``v = mu``, so every hidden energy is zero).
 
     Args:
       apply_fn: the model's ``apply``.
       params: the model's params.
       inputs: a batch of inputs, ``[B, ...]``.
-      rng: PRNG key for nodes with ``init='normal'`` (RNG stream ``'pc_nodes'``).
+      model_state: the model's other collections, e.g. ``{'batch_stats': ...}``.
+      rng: a key or ``{stream: key}`` (see :func:`as_rngs`), for nodes with
+        ``value_init='normal'`` (stream ``'pc_nodes'``) and for dropout.
 
     Returns:
       The :data:`~flax_pc.NODES` collection (``{}`` for a model without nodes).
     """
-    return _init_nodes(apply_fn, params, inputs, rng)[0]
+    return initialize(apply_fn, params, inputs, model_state=model_state, rng=rng).nodes
 
 
-def _init_nodes(apply_fn, params, inputs, rng) -> tuple[PyTree, bool]:
-    """``init_nodes``, and whether every node was forward initialised."""
-    rngs = None if rng is None else {NODE_RNG: rng}
-    _, variables = apply_fn({"params": params}, inputs, mutable=[NODES, _FORWARD_INIT], rngs=rngs)
-    flags = jax.tree_util.tree_leaves(variables.get(_FORWARD_INIT, {}))
-    return variables.get(NODES, {}), all(flags)
-
-
-def _check_targets(targets: Array, output: Array) -> None:
+def check_targets(targets: Array, output: Any) -> None:
+    """Raises unless ``targets`` has the shape of the model's ``output``."""
     if not hasattr(output, "shape"):
         raise TypeError(
             f"The model returned {type(output).__name__}; flax_pc needs the model to return "
@@ -104,6 +266,19 @@ def _check_targets(targets: Array, output: Array) -> None:
         )
 
 
+def _per_example(leaf: Array, batch_size: int, path: str) -> Array:
+    """A sown energy ``[*stack, B]`` summed over its stacking axes: ``[B]``."""
+    if leaf.ndim == 1 and leaf.shape[0] == batch_size:
+        return leaf
+    if leaf.ndim == 0 or leaf.shape[-1] != batch_size:
+        raise ValueError(
+            f"The energy sown by the PCNode at {path} has shape {tuple(leaf.shape)}; flax_pc "
+            f"expects [B] = [{batch_size}], or [L, ..., B] for a node under nn.scan/nn.vmap. "
+            f"Put the stacking axis first: variable_axes={{{ENERGIES!r}: 0, ...}}."
+        )
+    return jnp.sum(leaf.reshape(-1, batch_size), axis=0)
+
+
 def energy(
     apply_fn: ApplyFn,
     params: PyTree,
@@ -112,12 +287,15 @@ def energy(
     targets: Array,
     *,
     output_energy: EnergyFn = _energies.squared_error,
+    model_state: Mapping[str, PyTree] | None = None,
+    rng: RNG | None = None,
 ) -> Energy:
     """Computes the energy of the network with its nodes at ``nodes``.
 
     ``F = sum_b [ sum_l pi_l E_l(v_l, mu_l) + output_energy(targets, out) ]``
     (summed over the batch; see the module doc). The output node is clamped to
-    ``targets``: that is the same as adding ``output_energy``.
+    ``targets``: that is the same as adding ``output_energy``. A node stacked
+    by a lifted transform contributes its energy summed over the stack.
 
     Args:
       apply_fn: the model's ``apply``.
@@ -126,18 +304,23 @@ def energy(
       inputs: ``[B, ...]``.
       targets: ``[B, *out_features]``, the same shape as the model output.
       output_energy: ``energy(targets, output) -> [B]``.
+      model_state: the model's other collections (their updates are discarded).
+      rng: a key or ``{stream: key}`` for the model's random layers (dropout).
 
     Returns:
       An :class:`Energy`.
     """
-    variables = {"params": params, NODES: nodes} if nodes else {"params": params}
-    output, state = apply_fn(variables, inputs, mutable=[ENERGIES])
-    _check_targets(targets, output)
-    sown = state.get(ENERGIES, {})
+    output, collections = apply_model(
+        apply_fn, params, inputs, nodes=nodes, model_state=check_model_state(model_state),
+        rngs=as_rngs(rng), mutable=[ENERGIES],
+    )  # fmt: skip
+    check_targets(targets, output)
+    sown = collections.get(ENERGIES, {})
     out_energy = output_energy(targets, output)
+    batch_size = out_energy.shape[0]
     per_example = out_energy
-    for leaf in jax.tree_util.tree_leaves(sown):
-        per_example = per_example + leaf
+    for path, leaf in _flat_energies(sown).items():
+        per_example = per_example + _per_example(leaf, batch_size, path)
     return Energy(
         total=jnp.sum(per_example),
         per_example=per_example,
@@ -147,32 +330,32 @@ def energy(
     )
 
 
-def node_energies(sown: PyTree) -> dict[str, Array]:
-    """Flattens the sown :data:`~flax_pc.ENERGIES` collection to ``{path: [B]}``.
-
-    ``path`` is the node's module path, e.g. ``'PCNode_0'`` or
-    ``'Block_1/PCNode_0'``.
-    """
+def _flat_energies(sown: PyTree) -> dict[str, Array]:
+    """``{node path: sown energy}``; a node sows one value per pass."""
     flat = traverse_util.flatten_dict(sown, sep="/")
     result = {}
     for path, leaf in flat.items():
         name = path[: -len("/energy")] if path.endswith("/energy") else path
-        leaves = leaf if isinstance(leaf, tuple) else (leaf,)
-        result[name] = sum(leaves[1:], leaves[0])
+        for index, value in enumerate(leaf if isinstance(leaf, tuple) else (leaf,)):
+            result[name if index == 0 else f"{name}#{index}"] = value
     return result
 
 
-def _total_energy(apply_fn, inputs, targets, output_energy):
-    """``(params, nodes) -> (F, Energy)``: the function whose gradients PC follows."""
+def node_energies(sown: PyTree) -> dict[str, Array]:
+    """Flattens the sown :data:`~flax_pc.ENERGIES` collection to ``{path: [B]}``.
 
-    def total(params, nodes):
-        result = energy(apply_fn, params, nodes, inputs, targets, output_energy=output_energy)
-        return result.total, result
+    ``path`` is the node's module path, e.g. ``'PCNode_0'`` or
+    ``'Block_1/PCNode_0'``. A node stacked by ``nn.scan`` (energy ``[L, B]``)
+    is summed over its stack.
+    """
+    return {
+        path: leaf if leaf.ndim <= 1 else jnp.sum(leaf.reshape(-1, leaf.shape[-1]), axis=0)
+        for path, leaf in _flat_energies(sown).items()
+    }
 
-    return total
 
-
-def _check_steps(inference_steps: Any) -> int:
+def check_steps(inference_steps: Any) -> int:
+    """``inference_steps`` if it is an int >= 0; raises otherwise."""
     if isinstance(inference_steps, bool) or not isinstance(inference_steps, int):
         raise TypeError(
             f"inference_steps must be a Python int >= 0, got {inference_steps!r} "
@@ -183,12 +366,23 @@ def _check_steps(inference_steps: Any) -> int:
     return inference_steps
 
 
-def _check_transform(tx: Any, name: str) -> None:
+def check_transform(tx: Any, name: str) -> None:
+    """Raises unless ``tx`` is an optax transform; ``name`` is the argument's."""
     if not (hasattr(tx, "init") and hasattr(tx, "update") and callable(tx.update)):
         raise TypeError(
             f"{name} must be an optax.GradientTransformation (e.g. optax.sgd(0.01)), "
             f"got {type(tx).__name__}."
         )
+
+
+def check_unroll(unroll: Any) -> int | bool:
+    """``unroll`` if it is a bool or an int >= 1 (``lax.scan``'s); raises otherwise."""
+    if isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1):
+        return unroll
+    raise ValueError(
+        f"unroll must be True (unroll every inference step), False or an int >= 1 (steps "
+        f"per loop iteration), got {unroll!r}."
+    )
 
 
 def infer(
@@ -201,53 +395,51 @@ def infer(
     node_tx: optax.GradientTransformation,
     inference_steps: int,
     output_energy: EnergyFn = _energies.squared_error,
+    model_state: Mapping[str, PyTree] | None = None,
+    rng: RNG | None = None,
+    unroll: int | bool = DEFAULT_UNROLL,
+    forward_initialized: bool = False,
 ) -> tuple[PyTree, Energy]:
     """Runs ``inference_steps`` steps of ``node_tx`` on the nodes.
 
     Each step takes ``g = dF/dnodes`` (``F`` summed over the batch, so ``g`` is
     per example) at the current nodes and applies ``node_tx``'s update. The
     optimiser state starts from ``node_tx.init(nodes)``. The steps run as one
-    ``lax.scan``: the loop is compiled once, whatever ``inference_steps`` is.
+    ``lax.scan``, compiled once whatever ``inference_steps`` is, and unrolled
+    as ``unroll`` says.
 
     Args:
-      apply_fn, params, nodes, inputs, targets, output_energy: as in :func:`energy`.
+      apply_fn, params, nodes, inputs, targets, output_energy, model_state: as
+        in :func:`energy`.
       node_tx: an optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
       inference_steps: ``T >= 0``, a Python int.
+      rng: a key or ``{stream: key}``; the same keys at every step, so a
+        dropout layer keeps one mask and inference descends one energy.
+      unroll: ``lax.scan``'s ``unroll``: ``True`` (default, see
+        :data:`DEFAULT_UNROLL`), ``False``, or steps per loop iteration.
+      forward_initialized: ``True`` if every node holds its prediction
+        (``InitialNodes.forward`` from :func:`initialize`). Every hidden error
+        is then zero, so ``dF/dv`` at the first step is that of the output
+        energy alone, which reaches only the last hidden node: the first
+        step costs one backward pass through the output layer instead of a
+        forward and a backward pass through the whole network.
 
     Returns:
       ``(nodes, energies)``: the nodes after ``T`` steps, and the
       :class:`Energy` *before* each step, stacked (leading axis ``T``).
     """
-    inference_steps = _check_steps(inference_steps)
-    _check_transform(node_tx, "node_tx")
-    final_nodes, _, energies = _infer(
-        apply_fn, params, nodes, inputs, targets, node_tx, inference_steps, output_energy
-    )
-    return final_nodes, energies
-
-
-def _infer(
-    apply_fn,
-    params,
-    nodes,
-    inputs,
-    targets,
-    node_tx,
-    inference_steps,
-    output_energy,
-    forward_initialised=False,
-):
-    """``infer`` without the argument checks; also returns the optimiser state.
-
-    With ``forward_initialised`` (every node holds its prediction), the first
-    step uses that every hidden error ``e_l = v_l - mu_l`` is zero: then
-    ``dF/dv = d output_energy / dv``, which only reaches the last hidden node,
-    so the first step costs one backward pass through the output layer instead
-    of a forward and a backward pass through the whole network.
-    """
+    inference_steps = check_steps(inference_steps)
+    check_transform(node_tx, "node_tx")
+    unroll = check_unroll(unroll)
+    model_state = check_model_state(model_state)
+    rngs = as_rngs(rng)
 
     def total(nodes):
-        return _total_energy(apply_fn, inputs, targets, output_energy)(params, nodes)
+        result = energy(
+            apply_fn, params, nodes, inputs, targets,
+            output_energy=output_energy, model_state=model_state, rng=rngs,
+        )  # fmt: skip
+        return result.total, result
 
     def step(carry, _):
         nodes, opt_state = carry
@@ -260,23 +452,25 @@ def _infer(
         # Shapes of the (empty) energy trajectory without running a step.
         shapes = jax.eval_shape(lambda n: total(n)[1], nodes)
         empty = jax.tree_util.tree_map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
-        return nodes, opt_state, empty
-    if not forward_initialised:
-        (nodes, opt_state), energies = jax.lax.scan(
-            step, (nodes, opt_state), None, length=inference_steps
+        return nodes, empty
+    if not forward_initialized:
+        (nodes, _), energies = jax.lax.scan(
+            step, (nodes, opt_state), None, length=inference_steps, unroll=unroll
         )
-        return nodes, opt_state, energies
+        return nodes, energies
 
     def output_total(nodes):
-        output = apply_fn({"params": params, NODES: nodes}, inputs)
+        output, _ = apply_model(
+            apply_fn, params, inputs, nodes=nodes, model_state=model_state, rngs=rngs
+        )
         per_example = output_energy(targets, output)
         return jnp.sum(per_example), (per_example, output)
 
     grads, (per_example, output) = jax.grad(output_total, has_aux=True)(nodes)
     updates, opt_state = node_tx.update(grads, opt_state, nodes)
     nodes = optax.apply_updates(nodes, updates)
-    (nodes, opt_state), rest = jax.lax.scan(
-        step, (nodes, opt_state), None, length=inference_steps - 1
+    (nodes, _), rest = jax.lax.scan(
+        step, (nodes, opt_state), None, length=inference_steps - 1, unroll=unroll
     )
     first = Energy(
         total=jnp.sum(per_example),
@@ -286,4 +480,4 @@ def _infer(
         output_prediction=output,
     )
     energies = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
-    return nodes, opt_state, energies
+    return nodes, energies

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from flax_pc.inference import RNG_STREAMS, as_rngs
 from flax_pc.train_state import PCTrainState
-
-Array = jax.Array
+from flax_pc.types import Array
 
 __all__ = ["train_epoch"]
 
@@ -22,6 +23,7 @@ def train_epoch(
     *,
     batch_size: int,
     shuffle: bool = True,
+    rng_streams: Sequence[str] = RNG_STREAMS,
 ) -> tuple[PCTrainState, dict[str, Any]]:
     """Trains one epoch over device-resident data with ``lax.scan``.
 
@@ -36,16 +38,20 @@ def train_epoch(
 
     On CPU, convolution weight gradients run on a slow path inside
     ``lax.scan`` (jax-ml/jax#12868): for conv nets on CPU, a per-batch
-    ``jax.jit(state.train_step)`` loop can be several times faster.
+    ``jax.jit(state.train_step)`` loop is several times faster. The
+    model state (``state.model_state``, e.g. BatchNorm's running averages)
+    is carried from batch to batch.
 
     Args:
       state: the train state.
       inputs: the whole training set, ``[N, ...]``, ideally already on device.
       targets: ``[N, *out_features]``.
-      rng: PRNG key; split into the shuffling key and one node-initialisation
-        key per batch (for ``PCNode(init='normal')``).
+      rng: PRNG key; split into the shuffling key and one key per batch,
+        from which each of ``rng_streams`` gets its own key for that batch.
       batch_size: examples per batch, ``1 <= batch_size <= N``.
       shuffle: draw a new order of the examples from ``rng`` (else in order).
+      rng_streams: the RNG streams the model draws from; default node
+        initialisation (``'pc_nodes'``) and ``'dropout'``.
 
     Returns:
       ``(state, metrics)``: each entry of ``train_step``'s metrics stacked
@@ -63,16 +69,17 @@ def train_epoch(
             f"batch_size {batch_size} is larger than the data set ({num_examples} examples)."
         )
     num_batches = num_examples // batch_size
-    order_key, node_key = jax.random.split(rng)
+    order_key, batch_key = jax.random.split(rng)
     if shuffle:
         order = jax.random.permutation(order_key, num_examples)
     else:
         order = jnp.arange(num_examples)
     batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
-    node_keys = jax.random.split(node_key, num_batches)
+    batch_keys = jax.random.split(batch_key, num_batches)
 
     def step(state, batch):
         indices, key = batch
-        return state.train_step(inputs[indices], targets[indices], rng=key)
+        rngs = as_rngs(key, rng_streams)
+        return state.train_step(inputs[indices], targets[indices], rng=rngs)
 
-    return jax.lax.scan(step, state, (batches, node_keys))
+    return jax.lax.scan(step, state, (batches, batch_keys))

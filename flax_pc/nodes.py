@@ -11,63 +11,108 @@ records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
 =====================================================  =====================================
 ``apply({'params': p}, x)``                            ``prediction`` (plain feed-forward)
 ``apply({'params': p}, x, mutable=[NODES])``           the new ``value``, made from the
-                                                       prediction (``init='forward'``:
+                                                       prediction (``value_init='forward'``:
                                                        ``value = prediction``)
 ``apply({'params': p, NODES: n}, x,                    the stored ``value``; records
 mutable=[ENERGIES])``                                  ``energy(value, prediction)``
 =====================================================  =====================================
 
+New values come boxed in :class:`NodeValue` (a flax ``AxisMetadata``, like
+``nn.Partitioned``: ``apply`` reads through it, ``nn.meta.unbox`` removes it);
+:func:`flax_pc.init_nodes` returns them unboxed.
+
 In a call that records no energies, a node without a stored value while
 others have one (e.g. only the top latent of a decoder is given) passes its
 prediction on, as in a params-only call.
+
+Under a lifted transform (``nn.scan``, ``nn.vmap``) list :data:`NODES` and
+:data:`ENERGIES` in ``variable_axes`` with the stacking axis **first**
+(``variable_axes={'params': 0, NODES: 0, ENERGIES: 0}``): the sown energies
+are then ``[L, B]``, and flax_pc sums them over ``L``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import struct
+from flax.core import meta
 
 from flax_pc import energies as _energies
-
-Array = jax.Array
-EnergyFn = Callable[[Array, Array], Array]
+from flax_pc.types import Array, EnergyFn
 
 #: Collection holding the value nodes (``'value'`` in each ``PCNode``).
 NODES = "pc_nodes"
 #: Collection into which each ``PCNode`` sows its per-example energy ``[B]``.
 ENERGIES = "pc_energies"
-#: Name of the RNG stream used by ``PCNode(init='normal')``.
+#: Name of the RNG stream used by ``PCNode(value_init='normal')``.
 NODE_RNG = "pc_nodes"
 
-NODE_INITS = ("forward", "zeros", "normal")
-# Internal: during initialisation each node sows whether it was forward
-# initialised, so the train step knows when every hidden error starts at zero.
-_FORWARD_INIT = "pc_forward_init"
+ValueInit = Literal["forward", "zeros", "normal"]
+VALUE_INITS: tuple[str, ...] = get_args(ValueInit)
+
+
+class NodeValue(struct.PyTreeNode, meta.AxisMetadata):
+    """A new node value, boxed with how it was made.
+
+    ``PCNode`` returns its new values in this box from a call with
+    :data:`NODES` mutable; :func:`flax_pc.init_nodes` unboxes them. The flag
+    is static metadata, so it passes through ``nn.scan``, ``nn.vmap`` and
+    ``nn.remat`` unchanged, where a sown flag would be stacked into an array.
+
+    Attributes:
+      value: the node's value, ``[B, *features]``.
+      forward: ``True`` when ``value`` is the node's prediction (every hidden
+        error starts at zero, which the first inference step exploits).
+    """
+
+    value: Array
+    forward: bool = struct.field(pytree_node=False)
+
+    def unbox(self) -> Array:
+        return self.value
+
+    def replace_boxed(self, val: Array) -> NodeValue:
+        return self.replace(value=val)
+
+    def add_axis(self, index: int, params: dict) -> NodeValue:
+        return self
+
+    def remove_axis(self, index: int, params: dict) -> NodeValue:
+        return self
+
+
+def module_path(module: nn.Module) -> str:
+    """``'Block_0/PCNode_1'``: where ``module`` sits in the model, for error messages."""
+    return "/".join(module.scope.path) if module.scope is not None else "<unbound>"
 
 
 class PCNode(nn.Module):
     """A predictive-coding value node.
+
+    Create one ``PCNode`` per place in the model: a node is one latent
+    variable, so calling the same instance twice is an error.
 
     Attributes:
       energy: ``energy(value, prediction) -> [B]``; default
         :func:`flax_pc.energies.squared_error`.
       precision: inverse variance ``pi`` that multiplies this node's energy
         (``pi * energy(v, mu)``), e.g. to weight layers differently.
-      init: how a new value is made from the prediction ``mu`` when the
+      value_init: how a new value is made from the prediction ``mu`` when the
         :data:`NODES` collection is mutable and holds no value yet:
         ``'forward'`` (``v = mu``, default), ``'zeros'`` (``v = 0``) or
-        ``'normal'`` (``v ~ N(0, init_stddev^2)``, drawn from the RNG stream
-        :data:`NODE_RNG`, so pass ``rngs={'pc_nodes': key}``).
-      init_stddev: standard deviation for ``init='normal'``.
+        ``'normal'`` (``v ~ N(0, value_init_stddev^2)``, drawn from the RNG
+        stream :data:`NODE_RNG`, so pass ``rngs={'pc_nodes': key}``).
+      value_init_stddev: standard deviation for ``value_init='normal'``.
     """
 
     energy: EnergyFn = _energies.squared_error
     precision: float = 1.0
-    init: str = "forward"
-    init_stddev: float = 1.0
+    value_init: ValueInit = "forward"
+    value_init_stddev: float = 1.0
 
     @nn.compact
     def __call__(self, prediction: Array) -> Array:
@@ -76,19 +121,19 @@ class PCNode(nn.Module):
         Args:
           prediction: ``mu``, the output of the layer below, ``[B, *features]``.
         """
-        if self.init not in NODE_INITS:
-            raise ValueError(f"PCNode(init={self.init!r}): init must be one of {NODE_INITS}.")
-        has_value = self.has_variable(NODES, "value")
-        if not has_value:
+        if self.value_init not in VALUE_INITS:
+            raise ValueError(
+                f"PCNode(value_init={self.value_init!r}): value_init must be one of "
+                f"{VALUE_INITS}."
+            )
+        if not self.has_variable(NODES, "value"):
             if self.is_mutable_collection(NODES):
-                if self.is_mutable_collection(_FORWARD_INIT):
-                    self.sow(_FORWARD_INIT, "forward", self.init == "forward")
                 # The layers above initialise from this node's new value (equal to
-                # the prediction for init='forward'), so their errors start at zero.
+                # the prediction for value_init='forward'), so their errors start at zero.
                 return self.variable(NODES, "value", self._initial_value, prediction).value
             if self.is_mutable_collection(ENERGIES):
                 raise ValueError(
-                    f"PCNode at {'/'.join(self.scope.path) or '<root>'}: energies were asked for "
+                    f"PCNode at {module_path(self)}: energies were asked for "
                     f"(mutable {ENERGIES!r}) but no value nodes were given. Pass the nodes as "
                     f"variables: apply({{'params': params, flax_pc.NODES: nodes}}, ...), with "
                     "nodes from flax_pc.init_nodes."
@@ -99,10 +144,17 @@ class PCNode(nn.Module):
         value = self.get_variable(NODES, "value")
         if value.shape != prediction.shape:
             raise ValueError(
-                f"PCNode at {'/'.join(self.scope.path) or '<root>'}: the stored value has shape "
+                f"PCNode at {module_path(self)}: the stored value has shape "
                 f"{tuple(value.shape)} but the prediction has shape {tuple(prediction.shape)}. "
                 "The nodes come from a batch of another size (or another model); make new "
                 "ones for this batch with flax_pc.init_nodes."
+            )
+        if self.is_mutable_collection(ENERGIES) and self.has_variable(ENERGIES, "energy"):
+            raise ValueError(
+                f"PCNode at {module_path(self)} was called twice in one pass. A node holds "
+                "one value, so two call sites would share it (and its energy would be "
+                "wrong); create one PCNode per call site, e.g. fpc.PCNode() inside the "
+                "loop rather than one instance before it."
             )
         node_energy = self.energy(value, prediction)
         if self.precision != 1.0:
@@ -110,15 +162,22 @@ class PCNode(nn.Module):
         self.sow(ENERGIES, "energy", node_energy)
         return value
 
-    def _initial_value(self, prediction: Array) -> Array:
-        if self.init == "forward":
+    def _initial_value(self, prediction: Array) -> Array | NodeValue:
+        value = self._draw_value(prediction)
+        if self.is_initializing():  # model.init: plain arrays, as for any variable.
+            return value
+        return NodeValue(value, forward=self.value_init == "forward")
+
+    def _draw_value(self, prediction: Array) -> Array:
+        if self.value_init == "forward":
             return prediction
-        if self.init == "zeros":
+        if self.value_init == "zeros":
             return jnp.zeros_like(prediction)
         if not self.has_rng(NODE_RNG):
             raise ValueError(
-                f"PCNode(init='normal') draws its initial value from the RNG stream {NODE_RNG!r}: "
-                f"pass rngs={{{NODE_RNG!r}: key}} (flax_pc.init_nodes(..., rng=key))."
+                f"PCNode(value_init='normal') draws its initial value from the RNG stream "
+                f"{NODE_RNG!r}: pass rngs={{{NODE_RNG!r}: key}} "
+                "(flax_pc.init_nodes(..., rng=key), or train_step(..., rng=key))."
             )
         key = self.make_rng(NODE_RNG)
-        return self.init_stddev * jax.random.normal(key, prediction.shape, prediction.dtype)
+        return self.value_init_stddev * jax.random.normal(key, prediction.shape, prediction.dtype)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -13,18 +13,17 @@ from flax import struct
 from flax.training import train_state
 
 from flax_pc import energies as _energies
-from flax_pc import inference as _inference
+from flax_pc import inference
+from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
-Array = jax.Array
-EnergyFn = Callable[[Array, Array], Array]
-
-ALGORITHMS = ("pc", "ipc", "bp")
+Algorithm = Literal["pc", "ipc", "bp"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 
 class PCTrainState(train_state.TrainState):
     """``TrainState`` plus what PC needs: a node optimiser and the inference steps.
 
-    ``train_step(inputs, targets)`` does, for ``algorithm='pc'``:
+    ``train_step(inputs, targets, rng)`` does, for ``algorithm='pc'``:
 
     1. ``nodes = init_nodes(...)``: forward initialisation from ``inputs``;
     2. ``inference_steps`` steps of ``node_tx`` on ``dF/dnodes`` (node
@@ -39,6 +38,22 @@ class PCTrainState(train_state.TrainState):
     batch-summed energy, as in the pcax tutorial. For pcx-0.6's batch *mean*,
     chain a scale into ``tx``:
     ``optax.chain(optax.scale(1 / batch_size), optax.adam(1e-3))``.
+
+    **Model state** (BatchNorm). ``model_state`` holds the model's non-param
+    collections (``{'batch_stats': ...}``). ``apply_fn`` is the training-mode
+    apply (``functools.partial(model.apply, train=True)``): BatchNorm then
+    normalises with the statistics of the current batch through inference
+    and the weight step, and the updates it makes to its running averages in
+    those passes are discarded. The running averages move once per
+    ``train_step``, from the params-only feed-forward pass on the batch (the
+    pass that gives ``metrics['loss']``), so they track the network that is
+    evaluated, not ``T`` intermediate states of the nodes. Evaluate with
+    ``model.apply({'params': state.params, **state.model_state}, x, train=False)``.
+
+    **Randomness** (Dropout). ``train_step``'s ``rng`` is used for every pass
+    of the batch: one dropout mask through all ``T`` inference steps and the
+    weight step, so inference descends one energy function (a new mask per
+    step would make the energy it descends change under it).
 
     Attributes:
       node_tx: optax transform applied to the value nodes.
@@ -57,32 +72,42 @@ class PCTrainState(train_state.TrainState):
         squared_error``), it does not converge to the backprop gradient as
         ``beta -> 0``: the output error stays at unit precision, so the hidden
         nodes absorb part of it.
+      model_state: the model's non-param collections (see above); ``{}`` for
+        a model without any.
+      unroll: ``lax.scan``'s ``unroll`` for the inference loop (see
+        :func:`flax_pc.infer`).
     """
 
     node_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     inference_steps: int = struct.field(pytree_node=False)
     output_energy: EnergyFn = struct.field(pytree_node=False)
-    algorithm: str = struct.field(pytree_node=False)
+    algorithm: Algorithm = struct.field(pytree_node=False)
     nudging: float | None = struct.field(pytree_node=False, default=None)
+    model_state: PyTree = struct.field(default_factory=dict)
+    unroll: int | bool = struct.field(pytree_node=False, default=inference.DEFAULT_UNROLL)
 
     @classmethod
     def create(
         cls,
         *,
-        apply_fn: Callable[..., Any],
-        params: Any,
+        apply_fn: ApplyFn,
+        params: PyTree,
         tx: optax.GradientTransformation,
         node_tx: optax.GradientTransformation,
         inference_steps: int,
         output_energy: EnergyFn = _energies.squared_error,
-        algorithm: str = "pc",
+        algorithm: Algorithm = "pc",
         nudging: float | None = None,
+        model_state: Mapping[str, PyTree] | None = None,
+        unroll: int | bool = inference.DEFAULT_UNROLL,
         **kwargs: Any,
     ) -> PCTrainState:
         """Creates a state with ``step=0`` and ``tx.init(params)``.
 
         Args:
-          apply_fn: the model's ``apply``.
+          apply_fn: the model's training-mode ``apply`` (e.g.
+            ``functools.partial(model.apply, train=True)`` for a model with
+            BatchNorm or Dropout).
           params: the model's params (``variables['params']``).
           tx: optax transform for the params, e.g. ``optax.adam(1e-3)``.
           node_tx: optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
@@ -90,10 +115,14 @@ class PCTrainState(train_state.TrainState):
           output_energy: energy of the output layer against the targets.
           algorithm: ``'pc'``, ``'ipc'`` or ``'bp'``.
           nudging: ``beta`` for output nudging (see the class doc), or ``None``.
+          model_state: the model's other collections, e.g.
+            ``{'batch_stats': variables['batch_stats']}`` (see the class doc).
+          unroll: unrolling of the inference loop (see :func:`flax_pc.infer`).
         """
-        _inference._check_transform(tx, "tx")
-        _inference._check_transform(node_tx, "node_tx")
-        _inference._check_steps(inference_steps)
+        inference.check_transform(tx, "tx")
+        inference.check_transform(node_tx, "node_tx")
+        inference.check_steps(inference_steps)
+        inference.check_unroll(unroll)
         if not callable(output_energy):
             raise TypeError(
                 "output_energy must be callable as energy(targets, output) -> [B], got "
@@ -122,6 +151,8 @@ class PCTrainState(train_state.TrainState):
             output_energy=output_energy,
             algorithm=algorithm,
             nudging=None if nudging is None else float(nudging),
+            model_state=inference.check_model_state(model_state),
+            unroll=unroll,
             **kwargs,
         )
         # A strongly typed step: the state that comes out of a jitted step has
@@ -129,14 +160,17 @@ class PCTrainState(train_state.TrainState):
         return state.replace(step=jnp.zeros((), jnp.int32))
 
     def train_step(
-        self, inputs: Array, targets: Array, rng: Array | None = None
+        self, inputs: Array, targets: Array, rng: RNG | None = None
     ) -> tuple[PCTrainState, dict[str, Any]]:
         """One batch of training; call it under ``jax.jit``.
 
         Args:
           inputs: ``[B, ...]``.
           targets: ``[B, *out_features]``, the shape of the model output.
-          rng: PRNG key for nodes initialised with ``init='normal'``.
+          rng: ``None``, a PRNG key (feeds the streams ``'pc_nodes'`` and
+            ``'dropout'`` with keys derived from it) or a dict
+            ``{stream: key}`` naming every stream the model draws from. The
+            same keys serve every pass of the batch (one dropout mask).
 
         Returns:
           ``(new_state, metrics)`` with ``metrics['energy']``: batch-mean total
@@ -146,7 +180,7 @@ class PCTrainState(train_state.TrainState):
           ``metrics['loss']``: batch-mean output energy of the feed-forward
           prediction.
         """
-        return _train_step(self, inputs, targets, rng)
+        return _train_step(self, jnp.asarray(inputs), jnp.asarray(targets), inference.as_rngs(rng))
 
 
 def _warn_no_nodes() -> None:
@@ -157,15 +191,17 @@ def _warn_no_nodes() -> None:
     )
 
 
-def _scale(tree, factor: float):
+def _scale(tree: PyTree, factor: float) -> PyTree:
     if factor == 1.0:
         return tree
     return jax.tree_util.tree_map(lambda g: g * factor, tree)
 
 
-def _metrics(steps: _inference.Energy, final: _inference.Energy, loss: Array, batch_size: int):
+def _metrics(
+    steps: inference.Energy, final: inference.Energy, loss: Array, batch_size: int
+) -> dict[str, Any]:
     energy = jnp.concatenate([steps.total, final.total[None]]) / batch_size
-    node_energies = _inference.node_energies(final.nodes)
+    node_energies = inference.node_energies(final.nodes)
     return {
         "energy": energy,
         "node_energies": {name: jnp.mean(value) for name, value in node_energies.items()},
@@ -173,19 +209,29 @@ def _metrics(steps: _inference.Energy, final: _inference.Energy, loss: Array, ba
     }
 
 
-def _train_step(state: PCTrainState, inputs, targets, rng):
-    inputs = jnp.asarray(inputs)
-    targets = jnp.asarray(targets)
+def _updated(model_state: dict[str, PyTree], collections: dict[str, PyTree]) -> dict[str, PyTree]:
+    """``model_state`` with the collections the model returned."""
+    return {name: collections.get(name, value) for name, value in model_state.items()}
+
+
+def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
     batch_size = inputs.shape[0]
     if state.algorithm == "bp":
-        return _bp_step(state, inputs, targets)
+        return _bp_step(state, inputs, targets, rngs)
 
-    nodes, forward_initialised = _inference._init_nodes(state.apply_fn, state.params, inputs, rng)
-    # The feed-forward prediction; with init='forward' XLA merges this pass
-    # with the initialisation's (common subexpressions), so it costs nothing.
-    output = state.apply_fn({"params": state.params}, inputs)
-    _inference._check_targets(targets, output)
+    initial = inference.initialize(
+        state.apply_fn, state.params, inputs, model_state=state.model_state, rng=rngs
+    )
+    nodes = initial.nodes
+    # The feed-forward prediction; with value_init='forward' XLA merges this
+    # pass with the initialisation's (common subexpressions), so it costs
+    # nothing. Its updates of the model state (running averages) are kept.
+    output, collections = inference.apply_model(
+        state.apply_fn, state.params, inputs, model_state=state.model_state, rngs=rngs
+    )
+    inference.check_targets(targets, output)
     loss = jnp.mean(state.output_energy(targets, output))
+    model_state = _updated(state.model_state, collections)
     if not nodes:
         _warn_no_nodes()
 
@@ -193,43 +239,56 @@ def _train_step(state: PCTrainState, inputs, targets, rng):
     if state.nudging is not None:
         clamp = jax.lax.stop_gradient(output - state.nudging * (output - targets))
         grad_scale = 1.0 / state.nudging
-    total = _inference._total_energy(state.apply_fn, inputs, clamp, state.output_energy)
+
+    def total(params, nodes):
+        result = inference.energy(
+            state.apply_fn, params, nodes, inputs, clamp, output_energy=state.output_energy,
+            model_state=state.model_state, rng=rngs,
+        )  # fmt: skip
+        return result.total, result
 
     if state.algorithm == "ipc":
-        return _ipc_step(state, nodes, total, grad_scale, loss, batch_size)
+        state, metrics = _ipc_step(state, nodes, total, grad_scale, loss, batch_size)
+        return state.replace(model_state=model_state), metrics
 
     # Without nodes there is nothing to infer: skip the steps, keep the shapes.
     steps = state.inference_steps if nodes else 0
-    nodes, _, trajectory = _inference._infer(
-        state.apply_fn, state.params, nodes, inputs, clamp, state.node_tx, steps,
-        state.output_energy, forward_initialised,
+    nodes, trajectory = inference.infer(
+        state.apply_fn, state.params, nodes, inputs, clamp, node_tx=state.node_tx,
+        inference_steps=steps, output_energy=state.output_energy,
+        model_state=state.model_state, rng=rngs, unroll=state.unroll,
+        forward_initialized=initial.forward,
     )  # fmt: skip
     grads, final = jax.grad(total, has_aux=True)(state.params, nodes)
     metrics = _metrics(trajectory, final, loss, batch_size)
     if steps != state.inference_steps:
         metrics["energy"] = jnp.full((state.inference_steps + 1,), metrics["energy"][-1])
-    return state.apply_gradients(grads=_scale(grads, grad_scale)), metrics
+    state = state.apply_gradients(grads=_scale(grads, grad_scale))
+    return state.replace(model_state=model_state), metrics
 
 
-def _bp_step(state: PCTrainState, inputs: Array, targets: Array):
+def _bp_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
     """Backprop on the same model: params-only forward pass, batch-summed loss."""
 
     def loss_fn(params):
-        output = state.apply_fn({"params": params}, inputs)
-        _inference._check_targets(targets, output)
-        return jnp.sum(state.output_energy(targets, output))
+        output, collections = inference.apply_model(
+            state.apply_fn, params, inputs, model_state=state.model_state, rngs=rngs
+        )
+        inference.check_targets(targets, output)
+        return jnp.sum(state.output_energy(targets, output)), collections
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     mean_loss = loss / inputs.shape[0]
     metrics = {
         "energy": jnp.full((state.inference_steps + 1,), mean_loss),
         "node_energies": {},
         "loss": mean_loss,
     }
-    return state.apply_gradients(grads=grads), metrics
+    state = state.apply_gradients(grads=grads)
+    return state.replace(model_state=_updated(state.model_state, collections)), metrics
 
 
-def _ipc_step(state, nodes, total, grad_scale, loss, batch_size):
+def _ipc_step(state: PCTrainState, nodes, total, grad_scale: float, loss: Array, batch_size: int):
     """Incremental PC: ``T`` joint steps, both gradients taken at the same point."""
 
     def step(carry, _):
@@ -242,6 +301,8 @@ def _ipc_step(state, nodes, total, grad_scale, loss, batch_size):
         return (state, nodes, node_opt_state), result
 
     init = (state, nodes, state.node_tx.init(nodes))
-    (state, nodes, _), trajectory = jax.lax.scan(step, init, None, length=state.inference_steps)
+    (state, nodes, _), trajectory = jax.lax.scan(
+        step, init, None, length=state.inference_steps, unroll=state.unroll
+    )
     _, final = total(state.params, nodes)
     return state, _metrics(trajectory, final, loss, batch_size)

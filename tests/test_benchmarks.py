@@ -46,7 +46,8 @@ def _compare(model, layers, x, y, inference_steps, node_lr=0.01):
     tx = optax.adam(1e-3)
     opt_state = jax.jit(tx.init)(weights)
     flax_step = jax.jit(lambda s, x, y: s.train_step(x, y))
-    plain_step = jax.jit(plain_pc.make_pc_step(layers, tx, node_lr, inference_steps))
+    # flax_pc unrolls its inference loop by default; so does the yardstick here.
+    plain_step = jax.jit(plain_pc.make_pc_step(layers, tx, node_lr, inference_steps, unroll=True))
     for _ in range(STEPS):
         state, metrics = flax_step(state, x, y)
         weights, opt_state, plain_metrics = plain_step(weights, opt_state, x, y)

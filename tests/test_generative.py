@@ -17,7 +17,7 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, prior_mean):
-        z = fpc.PCNode(init="zeros")(prior_mean)
+        z = fpc.PCNode(value_init="zeros")(prior_mean)
         h = fpc.PCNode()(nn.tanh(nn.Dense(64)(z)))
         return nn.Dense(64)(h)
 

@@ -42,8 +42,12 @@ def test_forward_initialisation_sets_value_to_prediction():
     model = MLP()
     params = _params(model)
     out, variables = model.apply({"params": params}, X, mutable=[fpc.NODES])
-    nodes = variables[fpc.NODES]
-    assert set(nodes) == {"PCNode_0", "PCNode_1"}
+    boxed = variables[fpc.NODES]
+    assert set(boxed) == {"PCNode_0", "PCNode_1"}
+    # New values come boxed with how they were made; nn.meta.unbox gives the arrays.
+    assert isinstance(boxed["PCNode_0"]["value"], fpc.NodeValue)
+    assert boxed["PCNode_0"]["value"].forward
+    nodes = nn.meta.unbox(boxed)
     first = jnp.tanh(X @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
     np.testing.assert_allclose(nodes["PCNode_0"]["value"], first, rtol=1e-6)
     np.testing.assert_array_equal(out, model.apply({"params": params}, X))
@@ -85,7 +89,7 @@ class Initialised(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return fpc.PCNode(init=self.init, init_stddev=0.5, precision=self.precision)(x)
+        return fpc.PCNode(value_init=self.init, value_init_stddev=0.5, precision=self.precision)(x)
 
 
 def test_zeros_and_normal_initialisers():
@@ -141,7 +145,7 @@ def test_nodes_from_another_batch_size_is_a_clear_error():
 class ZerosThenForward(nn.Module):
     @nn.compact
     def __call__(self, x):
-        h = fpc.PCNode(init="zeros")(nn.Dense(3)(x))
+        h = fpc.PCNode(value_init="zeros")(nn.Dense(3)(x))
         return fpc.PCNode()(nn.Dense(2)(h))
 
 

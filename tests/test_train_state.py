@@ -182,7 +182,7 @@ def test_digits_reaches_90_percent():
 class ZerosInitMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
-        x = fpc.PCNode(init="zeros")(nn.tanh(nn.Dense(8)(x)))
+        x = fpc.PCNode(value_init="zeros")(nn.tanh(nn.Dense(8)(x)))
         x = fpc.PCNode()(nn.tanh(nn.Dense(8)(x)))
         return nn.Dense(3)(x)
 

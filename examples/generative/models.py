@@ -62,7 +62,7 @@ class Decoder(nn.Module):
           prior_mean: the mean of the latent's prior, zeros ``[B, latent_size]``.
         """
         act = ACTIVATIONS[self.activation]
-        x = fpc.PCNode(init=self.latent_init, name=LATENT)(prior_mean)
+        x = fpc.PCNode(value_init=self.latent_init, name=LATENT)(prior_mean)
         for i, size in enumerate(self.hidden_sizes):
             x = fpc.PCNode(name=f"hidden_{i}")(nn.Dense(size)(x if i == 0 else act(x)))
         if self.hidden_sizes:

@@ -1,0 +1,18 @@
+"""Type aliases shared by flax_pc's modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+import jax
+
+Array: TypeAlias = jax.Array
+#: Any nest of dicts/lists/tuples of arrays (params, node collections, optimiser states).
+PyTree: TypeAlias = Any
+#: A linen ``apply`` (``model.apply``, or ``functools.partial(model.apply, train=True)``).
+ApplyFn: TypeAlias = Callable[..., Any]
+#: ``energy(value, prediction) -> [B]``: one non-negative number per example.
+EnergyFn: TypeAlias = Callable[[Array, Array], Array]
+#: A PRNG key, or linen's ``rngs`` convention: a dict ``{stream: key}``.
+RNG: TypeAlias = Array | Mapping[str, Array]
