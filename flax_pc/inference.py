@@ -59,9 +59,6 @@ RNG_STREAMS: tuple[str, ...] = (NODE_RNG, "dropout")
 #: ``T``, an int (steps per loop iteration) bounds the compile time.
 DEFAULT_UNROLL: int | bool = True
 
-# Collections flax_pc manages itself; a model_state must not hold them.
-_RESERVED = ("params", NODES, ENERGIES)
-
 
 class Energy(NamedTuple):
     """The energy of a network at one point (nodes, params), with its parts.
@@ -118,7 +115,12 @@ def as_rngs(rng: RNG | None, streams: Sequence[str] = RNG_STREAMS) -> dict[str, 
 
 
 def check_model_state(model_state: Any) -> dict[str, PyTree]:
-    """``model_state`` as a plain dict of collections; raises on a bad one."""
+    """``model_state`` as a plain dict of collections; raises on a bad one.
+
+    flax_pc's own collections (:data:`~flax_pc.NODES`, :data:`~flax_pc.ENERGIES`:
+    per batch, made by flax_pc) are left out, so everything but ``'params'``
+    of ``model.init(...)`` can be passed as it is.
+    """
     if model_state is None:
         return {}
     if not isinstance(model_state, Mapping):
@@ -126,13 +128,13 @@ def check_model_state(model_state: Any) -> dict[str, PyTree]:
             "model_state must be a dict of the model's non-param collections, e.g. "
             f"{{'batch_stats': variables['batch_stats']}}; got {type(model_state).__name__}."
         )
-    reserved = [name for name in model_state if name in _RESERVED]
-    if reserved:
+    if "params" in model_state:
         raise ValueError(
-            f"model_state holds {reserved}: it is for the model's other collections (e.g. "
-            f"'batch_stats'); params and flax_pc's {NODES!r}/{ENERGIES!r} are passed apart."
+            "model_state holds 'params': it is for the model's other collections (e.g. "
+            "'batch_stats'); the params are passed apart."
         )
-    return meta.unbox(_plain_dicts(model_state))
+    kept = {k: v for k, v in model_state.items() if k not in (NODES, ENERGIES)}
+    return meta.unbox(_plain_dicts(kept))
 
 
 def _plain_dicts(tree: Any) -> Any:

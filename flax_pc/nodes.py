@@ -123,8 +123,7 @@ class PCNode(nn.Module):
         """
         if self.value_init not in VALUE_INITS:
             raise ValueError(
-                f"PCNode(value_init={self.value_init!r}): value_init must be one of "
-                f"{VALUE_INITS}."
+                f"PCNode(value_init={self.value_init!r}): value_init must be one of {VALUE_INITS}."
             )
         if not self.has_variable(NODES, "value"):
             if self.is_mutable_collection(NODES):
@@ -141,7 +140,7 @@ class PCNode(nn.Module):
             # Params only: the network is exactly the plain feed-forward network.
             return prediction
 
-        value = self.get_variable(NODES, "value")
+        value = meta.unbox(self.get_variable(NODES, "value"))
         if value.shape != prediction.shape:
             raise ValueError(
                 f"PCNode at {module_path(self)}: the stored value has shape "
