@@ -33,7 +33,7 @@ are then ``[L, B]``, and flax_pc sums them over ``L``.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ ValueInit = Literal["forward", "zeros", "normal"]
 VALUE_INITS: tuple[str, ...] = get_args(ValueInit)
 
 
-class NodeValue(struct.PyTreeNode, meta.AxisMetadata):
+class NodeValue(struct.PyTreeNode, meta.AxisMetadata[Array]):
     """A new node value, boxed with how it was made.
 
     ``PCNode`` returns its new values in this box from a call with
@@ -75,7 +75,7 @@ class NodeValue(struct.PyTreeNode, meta.AxisMetadata):
     def unbox(self) -> Array:
         return self.value
 
-    def replace_boxed(self, val: Array) -> NodeValue:
+    def replace_boxed(self, val: Any) -> NodeValue:
         return self.replace(value=val)
 
     def add_axis(self, index: int, params: dict) -> NodeValue:
@@ -129,7 +129,8 @@ class PCNode(nn.Module):
             if self.is_mutable_collection(NODES):
                 # The layers above initialise from this node's new value (equal to
                 # the prediction for value_init='forward'), so their errors start at zero.
-                return self.variable(NODES, "value", self._initial_value, prediction).value
+                variable = self.variable(NODES, "value", self._initial_value, prediction)
+                return cast(Array, variable.value)  # linen unboxes the NodeValue
             if self.is_mutable_collection(ENERGIES):
                 raise ValueError(
                     f"PCNode at {module_path(self)}: energies were asked for "
