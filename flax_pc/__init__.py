@@ -6,6 +6,7 @@ Put :class:`PCNode` after the layers of a linen model, train it with
 """
 
 from flax_pc import energies
+from flax_pc.auto_nodes import with_nodes
 from flax_pc.inference import (
     RNG_STREAMS,
     Energy,
@@ -43,4 +44,5 @@ __all__ = [
     "initialize",
     "node_energies",
     "train_epoch",
+    "with_nodes",
 ]
