@@ -19,7 +19,15 @@ from flax_pc.inference import (
     node_energies,
 )
 from flax_pc.loops import train_epoch
-from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, VALUE_INITS, NodeValue, PCNode
+from flax_pc.nodes import (
+    ENERGIES,
+    LATENTS,
+    NODE_RNG,
+    NODES,
+    VALUE_INITS,
+    NodeValue,
+    PCNode,
+)
 from flax_pc.train_state import ALGORITHMS, PCTrainState
 
 __version__ = "0.1.0"
@@ -29,6 +37,7 @@ __all__ = [
     "ENERGIES",
     "Energy",
     "InitialNodes",
+    "LATENTS",
     "NODES",
     "NODE_RNG",
     "NodeValue",

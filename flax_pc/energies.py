@@ -39,6 +39,14 @@ def squared_error(value: Array, prediction: Array) -> Array:
 
     Returns:
       ``[B]`` energies.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax_pc import energies
+      >>> value = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+      >>> prediction = jnp.array([[1.0, 0.0], [1.0, 1.0]])
+      >>> energies.squared_error(value, prediction).tolist()
+      [2.0, 1.0]
     """
     return 0.5 * _sum_features(jnp.square(value - prediction))
 
@@ -53,6 +61,14 @@ def cross_entropy(value: Array, prediction: Array) -> Array:
 
     Returns:
       ``[B]`` energies (nats).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax_pc import energies
+      >>> targets = jax.nn.one_hot(jnp.array([0, 3]), 4)
+      >>> logits = jnp.zeros((2, 4))  # uniform: log(4) nats each
+      >>> [round(e, 4) for e in energies.cross_entropy(targets, logits).tolist()]
+      [1.3863, 1.3863]
     """
     return -_sum_features(value * jax.nn.log_softmax(prediction, axis=-1))
 
@@ -68,6 +84,14 @@ def bernoulli(value: Array, prediction: Array) -> Array:
 
     Returns:
       ``[B]`` energies (nats).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax_pc import energies
+      >>> targets = jnp.array([[1.0, 0.0], [1.0, 1.0]])
+      >>> logits = jnp.zeros((2, 2))  # p = 0.5: log(2) nats per feature
+      >>> [round(e, 4) for e in energies.bernoulli(targets, logits).tolist()]
+      [1.3863, 1.3863]
     """
     log_p = jax.nn.log_sigmoid(prediction)
     log_not_p = jax.nn.log_sigmoid(-prediction)
@@ -84,6 +108,18 @@ def masked(energy: Callable[[Array, Array], Array], mask: Array) -> Callable[[Ar
     Args:
       energy: an energy ``(value, prediction) -> [B]``.
       mask: ``0``/``1`` array broadcastable to the value's shape.
+
+    Returns:
+      The masked energy, ``(value, prediction) -> [B]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax_pc import energies
+      >>> value = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+      >>> prediction = jnp.array([[1.0, 0.0], [1.0, 1.0]])
+      >>> first = energies.masked(energies.squared_error, jnp.array([1.0, 0.0]))
+      >>> first(value, prediction).tolist()  # the second feature is not seen
+      [0.0, 0.5]
     """
 
     def masked_energy(value: Array, prediction: Array) -> Array:

@@ -105,6 +105,12 @@ def as_rngs(rng: RNG | None, streams: Sequence[str] = RNG_STREAMS) -> dict[str, 
 
     Returns:
       ``{stream: key}``, or ``None`` for ``rng=None``.
+
+    Example:
+      >>> import jax
+      >>> import flax_pc as fpc
+      >>> sorted(fpc.as_rngs(jax.random.key(0)))
+      ['dropout', 'pc_nodes']
     """
     if rng is None:
         return None
@@ -311,6 +317,23 @@ def energy(
 
     Returns:
       An :class:`Energy`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import linen as nn
+      >>> import flax_pc as fpc
+      >>> class MLP(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         return nn.Dense(2)(fpc.PCNode()(nn.tanh(nn.Dense(8)(x))))
+      >>> model, x, y = MLP(), jnp.ones((3, 4)), jnp.zeros((3, 2))
+      >>> params = model.init(jax.random.key(0), x)["params"]
+      >>> nodes = fpc.init_nodes(model.apply, params, x)
+      >>> e = fpc.energy(model.apply, params, nodes, x, y)
+      >>> e.per_example.shape
+      (3,)
+      >>> bool(jnp.allclose(e.total, e.output.sum()))  # forward init: no hidden error
+      True
     """
     output, collections = apply_model(
         apply_fn, params, inputs, nodes=nodes, model_state=check_model_state(model_state),
@@ -429,6 +452,25 @@ def infer(
     Returns:
       ``(nodes, energies)``: the nodes after ``T`` steps, and the
       :class:`Energy` *before* each step, stacked (leading axis ``T``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from flax import linen as nn
+      >>> import flax_pc as fpc
+      >>> class MLP(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         return nn.Dense(2)(fpc.PCNode()(nn.tanh(nn.Dense(8)(x))))
+      >>> model, x, y = MLP(), jnp.ones((3, 4)), jnp.zeros((3, 2))
+      >>> params = model.init(jax.random.key(0), x)["params"]
+      >>> nodes = fpc.init_nodes(model.apply, params, x)
+      >>> nodes, energies = fpc.infer(
+      ...     model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=5
+      ... )
+      >>> energies.total.shape  # the total energy before each of the 5 steps
+      (5,)
+      >>> bool(energies.total[-1] < energies.total[0])
+      True
     """
     inference_steps = check_steps(inference_steps)
     check_transform(node_tx, "node_tx")

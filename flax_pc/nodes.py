@@ -1,21 +1,22 @@
 """``PCNode``: a value node you put between the layers of a linen model.
 
 The node's value ``v`` lives in the Flax variable collection
-:data:`NODES` (``'pc_nodes'``) under the name ``'value'``; the energy it
+:data:`NODES` (``'pc_nodes'``) under the name ``'value'`` (with
+``latent='error'``, its error ``e = v - mu`` under ``'error'``); the energy it
 records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
 (``'pc_energies'``). The node takes its mode from the collections passed to
 ``apply``, never from a flag threaded through the model:
 
-=====================================================  =====================================
-``apply`` call                                         ``PCNode(...)(prediction)`` returns
-=====================================================  =====================================
-``apply({'params': p}, x)``                            ``prediction`` (plain feed-forward)
-``apply({'params': p}, x, mutable=[NODES])``           the new ``value``, made from the
-                                                       prediction (``value_init='forward'``:
-                                                       ``value = prediction``)
-``apply({'params': p, NODES: n}, x,                    the stored ``value``; records
-mutable=[ENERGIES])``                                  ``energy(value, prediction)``
-=====================================================  =====================================
+==========================================================  ==================================
+``apply`` call                                              ``PCNode(...)(prediction)`` returns
+==========================================================  ==================================
+``apply({'params': p}, x)``                                 ``prediction`` (plain feed-forward)
+``apply({'params': p}, x, mutable=[NODES])``                the new ``value``, made from the
+                                                            prediction (``value_init='forward'``:
+                                                            ``value = prediction``)
+``apply({'params': p, NODES: n}, x, mutable=[ENERGIES])``   the stored ``value``; records
+                                                            ``energy(value, prediction)``
+==========================================================  ==================================
 
 New values come boxed in :class:`NodeValue` (a flax ``AxisMetadata``, like
 ``nn.Partitioned``: ``apply`` reads through it, ``nn.meta.unbox`` removes it);
@@ -53,10 +54,12 @@ NODE_RNG = "pc_nodes"
 
 ValueInit = Literal["forward", "zeros", "normal"]
 VALUE_INITS: tuple[str, ...] = get_args(ValueInit)
+Latent = Literal["value", "error"]
+LATENTS: tuple[str, ...] = get_args(Latent)
 
 
 class NodeValue(struct.PyTreeNode, meta.AxisMetadata[Array]):
-    """A new node value, boxed with how it was made.
+    """A new node latent (value or error), boxed with how it was made.
 
     ``PCNode`` returns its new values in this box from a call with
     :data:`NODES` mutable; :func:`flax_pc.init_nodes` unboxes them. The flag
@@ -64,9 +67,12 @@ class NodeValue(struct.PyTreeNode, meta.AxisMetadata[Array]):
     ``nn.remat`` unchanged, where a sown flag would be stacked into an array.
 
     Attributes:
-      value: the node's value, ``[B, *features]``.
-      forward: ``True`` when ``value`` is the node's prediction (every hidden
-        error starts at zero, which the first inference step exploits).
+      value: the node's latent (its value ``v``, or its error ``e`` for
+        ``latent='error'``), ``[B, *features]``.
+      forward: ``True`` when the node starts at its prediction (``e = 0``)
+        and its energy is :func:`~flax_pc.energies.squared_error` (whose
+        gradient is zero there), so it adds nothing to the first inference
+        step's gradient, which the first step exploits.
     """
 
     value: Array
@@ -107,12 +113,45 @@ class PCNode(nn.Module):
         ``'normal'`` (``v ~ N(0, value_init_stddev^2)``, drawn from the RNG
         stream :data:`NODE_RNG`, so pass ``rngs={'pc_nodes': key}``).
       value_init_stddev: standard deviation for ``value_init='normal'``.
+      latent: what inference moves. ``'value'`` (standard PC): the node stores
+        its value ``v`` in :data:`NODES` as ``'value'``. ``'error'`` (ePC,
+        Goemaere et al. 2026): the node stores its error ``e = v - mu`` as
+        ``'error'`` (``value_init='forward'`` is ``e = 0``), returns
+        ``mu + e`` and records ``energy(mu + e, mu)``. The energy and its
+        minima are the same; what differs is the path to them: a step on
+        ``e`` moves ``v_l`` *and*, through the layers above, every value after
+        it, so one step reaches every layer (a step on ``v`` reaches one
+        layer further per step). The weight gradient is taken with the errors
+        held fixed, so it equals PC's at equilibrium but not before it.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import linen as nn
+      >>> import flax_pc as fpc
+      >>> class MLP(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         x = fpc.PCNode()(nn.tanh(nn.Dense(8)(x)))  # a value node
+      ...         return nn.Dense(2)(x)
+      >>> model, x = MLP(), jnp.ones((3, 4))
+      >>> params = model.init(jax.random.key(0), x)["params"]
+      >>> model.apply({"params": params}, x).shape  # params only: feed-forward
+      (3, 2)
+      >>> nodes = fpc.init_nodes(model.apply, params, x)  # forward initialisation
+      >>> jax.tree_util.tree_map(jnp.shape, nodes)
+      {'PCNode_0': {'value': (3, 8)}}
+      >>> _, sown = model.apply(
+      ...     {"params": params, fpc.NODES: nodes}, x, mutable=[fpc.ENERGIES]
+      ... )
+      >>> fpc.node_energies(sown[fpc.ENERGIES])["PCNode_0"].tolist()  # v == mu
+      [0.0, 0.0, 0.0]
     """
 
     energy: EnergyFn = _energies.squared_error
     precision: float = 1.0
     value_init: ValueInit = "forward"
     value_init_stddev: float = 1.0
+    latent: Latent = "value"
 
     @nn.compact
     def __call__(self, prediction: Array) -> Array:
@@ -125,12 +164,18 @@ class PCNode(nn.Module):
             raise ValueError(
                 f"PCNode(value_init={self.value_init!r}): value_init must be one of {VALUE_INITS}."
             )
-        if not self.has_variable(NODES, "value"):
+        if self.latent not in LATENTS:
+            raise ValueError(
+                f"PCNode(latent={self.latent!r}): latent must be 'value' (PC: inference "
+                "moves the node's value) or 'error' (ePC: it moves the node's error)."
+            )
+        name = self.latent  # the variable's name in NODES: 'value' or 'error'
+        if not self.has_variable(NODES, name):
             if self.is_mutable_collection(NODES):
                 # The layers above initialise from this node's new value (equal to
                 # the prediction for value_init='forward'), so their errors start at zero.
-                variable = self.variable(NODES, "value", self._initial_value, prediction)
-                return cast(Array, variable.value)  # linen unboxes the NodeValue
+                variable = self.variable(NODES, name, self._initial_latent, prediction)
+                return self._value(cast(Array, variable.value), prediction)  # linen unboxes
             if self.is_mutable_collection(ENERGIES):
                 raise ValueError(
                     f"PCNode at {module_path(self)}: energies were asked for "
@@ -141,11 +186,11 @@ class PCNode(nn.Module):
             # Params only: the network is exactly the plain feed-forward network.
             return prediction
 
-        value = meta.unbox(self.get_variable(NODES, "value"))
-        if value.shape != prediction.shape:
+        latent = meta.unbox(self.get_variable(NODES, name))
+        if latent.shape != prediction.shape:
             raise ValueError(
-                f"PCNode at {module_path(self)}: the stored value has shape "
-                f"{tuple(value.shape)} but the prediction has shape {tuple(prediction.shape)}. "
+                f"PCNode at {module_path(self)}: the stored {name} has shape "
+                f"{tuple(latent.shape)} but the prediction has shape {tuple(prediction.shape)}. "
                 "The nodes come from a batch of another size (or another model); make new "
                 "ones for this batch with flax_pc.init_nodes."
             )
@@ -156,17 +201,26 @@ class PCNode(nn.Module):
                 "wrong); create one PCNode per call site, e.g. fpc.PCNode() inside the "
                 "loop rather than one instance before it."
             )
+        value = self._value(latent, prediction)
         node_energy = self.energy(value, prediction)
         if self.precision != 1.0:
             node_energy = self.precision * node_energy
         self.sow(ENERGIES, "energy", node_energy)
         return value
 
-    def _initial_value(self, prediction: Array) -> Array | NodeValue:
-        value = self._draw_value(prediction)
+    def _value(self, latent: Array, prediction: Array) -> Array:
+        return latent if self.latent == "value" else prediction + latent
+
+    def _initial_latent(self, prediction: Array) -> Array | NodeValue:
+        if self.latent == "error" and self.value_init == "forward":
+            latent = jnp.zeros_like(prediction)
+        else:
+            value = self._draw_value(prediction)
+            latent = value if self.latent == "value" else value - prediction
         if self.is_initializing():  # model.init: plain arrays, as for any variable.
-            return value
-        return NodeValue(value, forward=self.value_init == "forward")
+            return latent
+        forward = self.value_init == "forward" and self.energy is _energies.squared_error
+        return NodeValue(latent, forward=forward)
 
     def _draw_value(self, prediction: Array) -> Array:
         if self.value_init == "forward":

@@ -160,3 +160,20 @@ def test_forward_initialisation_continues_from_the_new_value():
     )
     _, state = model.apply({"params": params, fpc.NODES: nodes}, x, mutable=[fpc.ENERGIES])
     np.testing.assert_array_equal(fpc.node_energies(state[fpc.ENERGIES])["PCNode_1"], np.zeros(4))
+
+
+def test_forward_flag_needs_the_squared_error_energy():
+    """The first-step shortcut assumes a zero energy gradient at v = mu."""
+
+    class Custom(nn.Module):
+        energy: object = fpc.energies.squared_error
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(fpc.PCNode(energy=self.energy)(nn.tanh(nn.Dense(4)(x))))
+
+    params = Custom().init(jax.random.key(1), X)["params"]
+    assert fpc.initialize(Custom().apply, params, X).forward
+    # Cross-entropy's gradient at v = mu is not zero: no shortcut.
+    hidden_ce = Custom(energy=fpc.energies.cross_entropy)
+    assert not fpc.initialize(hidden_ce.apply, params, X).forward
