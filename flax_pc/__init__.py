@@ -28,12 +28,14 @@ from flax_pc.nodes import (
     NodeValue,
     PCNode,
 )
+from flax_pc.parallel import DataParallel
 from flax_pc.train_state import ALGORITHMS, PCTrainState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALGORITHMS",
+    "DataParallel",
     "ENERGIES",
     "Energy",
     "InitialNodes",

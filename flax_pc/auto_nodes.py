@@ -1,7 +1,7 @@
-"""``with_nodes``: predictive coding for a linen model written without ``PCNode``s.
+"""``with_nodes``: predictive coding for a linen model written without ``PCNode`` modules.
 
 Linen lets a function see every module call (``nn.intercept_methods``);
-:func:`with_nodes` uses it to put a value node on the **input** of every call
+:func:`~flax_pc.with_nodes` uses it to put a value node on the **input** of every call
 of the listed layer types, except the first call (whose input is the data).
 For a network written ``layer -> activation -> layer -> ...`` that is a node
 after every hidden activation, the standard placement:
@@ -61,7 +61,7 @@ def with_nodes(
     What it cannot see: layers called inside a lifted transform (``nn.scan``,
     ``nn.vmap``) whose ``variable_axes`` do not list ``fpc.NODES`` and
     ``fpc.ENERGIES`` get nodes that the transform drops (the energy call then
-    says that no value nodes were given): write the ``PCNode``s of such a
+    says that no value nodes were given): write the ``PCNode`` modules of such a
     block by hand. A layer type that is not listed (``nn.DenseGeneral`` in
     attention, ``nn.ConvTranspose``, …) gets no node unless you list it.
 

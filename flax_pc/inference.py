@@ -14,7 +14,7 @@ the batch size) and ``dF/dparams`` is the gradient of the batch-summed energy.
 Models with state and randomness: every function takes ``model_state`` (the
 model's non-param collections, e.g. ``{'batch_stats': ...}``; the model may
 update them in the call, and those updates are discarded here) and ``rng`` (a
-key, or a dict ``{stream: key}``; see :func:`as_rngs`). Passing the same
+key, or a dict ``{stream: key}``; see :func:`~flax_pc.as_rngs`). Passing the same
 ``rng`` to every call of one batch gives every call the same dropout mask.
 """
 

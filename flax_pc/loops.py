@@ -24,6 +24,7 @@ def train_epoch(
     batch_size: int,
     shuffle: bool = True,
     rng_streams: Sequence[str] = RNG_STREAMS,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[PCTrainState, dict[str, Any]]:
     """Trains one epoch over device-resident data with ``lax.scan``.
 
@@ -52,6 +53,10 @@ def train_epoch(
       shuffle: draw a new order of the examples from ``rng`` (else in order).
       rng_streams: the RNG streams the model draws from; default node
         initialisation (``'pc_nodes'``) and ``'dropout'``.
+      batch_sharding: where each gathered batch lives, e.g.
+        :attr:`flax_pc.DataParallel.batch_sharding` to split every batch over
+        the devices (static: list it in ``static_argnames``). Without it, XLA
+        may gather each batch whole onto every device.
 
     Returns:
       ``(state, metrics)``: each entry of ``train_step``'s metrics stacked
@@ -80,6 +85,9 @@ def train_epoch(
     def step(state, batch):
         indices, key = batch
         rngs = as_rngs(key, rng_streams)
-        return state.train_step(inputs[indices], targets[indices], rng=rngs)
+        batch = (inputs[indices], targets[indices])
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return state.train_step(*batch, rng=rngs)
 
     return jax.lax.scan(step, state, (batches, batch_keys))

@@ -1,9 +1,9 @@
 """``PCNode``: a value node you put between the layers of a linen model.
 
 The node's value ``v`` lives in the Flax variable collection
-:data:`NODES` (``'pc_nodes'``) under the name ``'value'`` (with
+:data:`~flax_pc.NODES` (``'pc_nodes'``) under the name ``'value'`` (with
 ``latent='error'``, its error ``e = v - mu`` under ``'error'``); the energy it
-records, ``energy(v, mu)`` per example, is sown into :data:`ENERGIES`
+records, ``energy(v, mu)`` per example, is sown into :data:`~flax_pc.ENERGIES`
 (``'pc_energies'``). The node takes its mode from the collections passed to
 ``apply``, never from a flag threaded through the model:
 
@@ -26,8 +26,8 @@ In a call that records no energies, a node without a stored value while
 others have one (e.g. only the top latent of a decoder is given) passes its
 prediction on, as in a params-only call.
 
-Under a lifted transform (``nn.scan``, ``nn.vmap``) list :data:`NODES` and
-:data:`ENERGIES` in ``variable_axes`` with the stacking axis **first**
+Under a lifted transform (``nn.scan``, ``nn.vmap``) list :data:`~flax_pc.NODES` and
+:data:`~flax_pc.ENERGIES` in ``variable_axes`` with the stacking axis **first**
 (``variable_axes={'params': 0, NODES: 0, ENERGIES: 0}``): the sown energies
 are then ``[L, B]``, and flax_pc sums them over ``L``.
 """

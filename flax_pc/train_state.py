@@ -173,12 +173,12 @@ class PCTrainState(train_state.TrainState):
             same keys serve every pass of the batch (one dropout mask).
 
         Returns:
-          ``(new_state, metrics)`` with ``metrics['energy']``: batch-mean total
-          energy at every inference step, ``[T + 1]`` (before the first step
-          ... after the last); ``metrics['node_energies']``: ``{path: scalar}``
-          batch-mean energy of each node after inference;
-          ``metrics['loss']``: batch-mean output energy of the feed-forward
-          prediction.
+          ``(new_state, metrics)``, where ``metrics['energy']`` is the
+          batch-mean total energy at every inference step, ``[T + 1]``
+          (before the first step ... after the last);
+          ``metrics['node_energies']``, ``{path: scalar}``, the batch-mean
+          energy of each node after inference; ``metrics['loss']``, the
+          batch-mean output energy of the feed-forward prediction.
         """
         return _train_step(self, jnp.asarray(inputs), jnp.asarray(targets), inference.as_rngs(rng))
 
