@@ -37,6 +37,16 @@ TEST = [
     "ruff==0.17.6",
 ]
 
+# The documentation (docs/): Sphinx with executed MyST notebooks, offline.
+DOCS = [
+    "sphinx>=7.3",
+    "myst-nb>=1.1",
+    "sphinx-book-theme>=1.1",
+    "ipykernel>=6.29",
+    "matplotlib>=3.8",
+    "scikit-learn>=1.5",
+]
+
 setup(
     name="flax_pc",
     version=VERSION,
@@ -46,6 +56,6 @@ setup(
     packages=find_packages(include=["flax_pc", "flax_pc.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES},
+    extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES, "docs": DOCS},
     license="Apache-2.0",
 )

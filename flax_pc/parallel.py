@@ -43,7 +43,7 @@ class DataParallel(struct.PyTreeNode):
 
     @classmethod
     def create(cls, devices: Sequence[Any] | None = None, axis: str = "batch") -> DataParallel:
-        """A mesh over ``devices`` (``jax.Device``s; default: every device of every process)."""
+        """A mesh over ``devices``, a list of ``jax.Device`` (default: all of every process)."""
         devices = list(jax.devices() if devices is None else devices)
         if not devices:
             raise ValueError("DataParallel needs at least one device.")
