@@ -35,6 +35,7 @@ TEST = [
     "scikit-learn>=1.5",
     "orbax-checkpoint>=0.12.8,<0.13",
     "ruff==0.17.6",
+    "pyright==1.1.414",
 ]
 
 # The documentation (docs/): Sphinx with executed MyST notebooks, offline.
