@@ -58,26 +58,54 @@ def flops(fn, *args) -> float:
 
 
 def train_step_flops(
-    workload: harness.Workload, params: Any, x: jax.Array, y: jax.Array
+    workload: harness.Workload,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    model_state: Any = None,
 ) -> dict[str, float]:
-    """FLOPs per example: feed-forward, PC step (plain JAX, flax_pc), backprop step."""
+    """FLOPs per example: feed-forward, PC step (plain JAX, flax_pc), backprop step.
+
+    A workload without a plain-JAX twin (``layers=None``) gets flax_pc's PC step,
+    ``PCTrainState(algorithm='bp')`` as backprop and the evaluation-mode forward.
+    """
+    model_state = model_state or {}
+
+    def create(algorithm):
+        return fpc.PCTrainState.create(
+            apply_fn=workload.apply_fn,
+            params=params,
+            tx=workload.weight_tx(),
+            node_tx=optax.sgd(workload.node_lr),
+            inference_steps=workload.inference_steps,
+            output_energy=workload.output_energy,
+            algorithm=algorithm,
+            model_state=model_state,
+        )
+
+    def train_step(s, x, y):
+        return s.train_step(x, y)
+
+    if workload.layers is None:
+        total = {
+            "forward": flops(lambda p, x: workload.predict(p, model_state, x), params, x),
+            "flax_pc": flops(train_step, create("pc"), x, y),
+            "backprop": flops(train_step, create("bp"), x, y),
+        }
+        per_example = {k: v / x.shape[0] for k, v in total.items()}
+        per_example["pc_over_backprop"] = total["flax_pc"] / total["backprop"]
+        return per_example
+
     weights = plain_pc.weights_from_flax(params, workload.names)
     opt_state = workload.weight_tx().init(weights)
     pc_step = plain_pc.make_pc_step(
         workload.layers, workload.weight_tx(), workload.node_lr, workload.inference_steps
     )
     bp_step = plain_pc.make_bp_step(workload.layers, workload.weight_tx())
-    state = fpc.PCTrainState.create(
-        apply_fn=workload.model.apply,
-        params=params,
-        tx=workload.weight_tx(),
-        node_tx=optax.sgd(workload.node_lr),
-        inference_steps=workload.inference_steps,
-    )
     total = {
         "forward": flops(lambda w, x: plain_pc.predict(workload.layers, w, x), weights, x),
         "plain_jax_pc": flops(pc_step, weights, opt_state, x, y),
-        "flax_pc": flops(lambda s, x, y: s.train_step(x, y), state, x, y),
+        "flax_pc": flops(train_step, create("pc"), x, y),
         "backprop": flops(bp_step, weights, opt_state, x, y),
     }
     per_example = {k: v / x.shape[0] for k, v in total.items()}

@@ -7,11 +7,17 @@ variants of a :class:`Workload` start from the same weights and see the same
 batches in the same order: the batch order of an epoch comes from one key
 through :func:`plain_pc.epoch_batches`, which is ``flax_pc.train_epoch``'s.
 The data lives on the device; batches are gathered there by index.
+
+flax_pc and plain-JAX PC come with their inference loop fully unrolled
+(flax_pc's default) and, named ``<impl>_rolled``, as a rolled loop
+(:func:`make_variants`' ``unrolls``). A workload without a plain-JAX twin (the
+ResNet) takes its backprop from ``PCTrainState(algorithm='bp')``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -28,33 +34,69 @@ import flax_pc as fpc
 
 Array = jax.Array
 IMPLS = ("flax_pc", "plain_jax", "backprop")
+#: Suffix of an implementation whose inference loop is a rolled ``lax.scan``
+#: (``unroll=False``; ``fori_loop`` in plain JAX) instead of fully unrolled.
+ROLLED = "_rolled"
 STYLES = ("batch", "epoch")
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """A network and its PC hyperparameters; the weights come from ``model.init``."""
+    """A network and its PC hyperparameters; the weights come from ``model.init``.
+
+    ``layers`` and ``names`` describe the plain-JAX twin (:mod:`plain_pc`);
+    ``None`` for a model without one (the ResNet), whose backprop variant is
+    then ``PCTrainState(algorithm='bp')`` on the same model. ``train_arg``: the
+    model's ``__call__`` takes ``train`` (BatchNorm): training-mode apply in
+    the train step, ``train=False`` to evaluate, ``batch_stats`` carried in
+    ``state.model_state``.
+    """
 
     name: str
     model: nn.Module
-    layers: Sequence[plain_pc.Layer]
-    names: Sequence[str]
+    layers: Sequence[plain_pc.Layer] | None
+    names: Sequence[str] | None
     inference_steps: int
     batch_size: int
     node_lr: float = 0.01
     weight_lr: float = 1e-3
     seed: int = 0
+    train_arg: bool = False
+    output_energy: Callable[[Array, Array], Array] = fpc.energies.squared_error
 
     def weight_tx(self) -> optax.GradientTransformation:
         """The weight optimiser (Adam)."""
         return optax.adam(self.weight_lr)
 
-    def init_params(self, example: Array) -> Any:
-        """The flax params every variant starts from."""
+    def init(self, example: Array) -> tuple[Any, dict[str, Any]]:
+        """``(params, model_state)`` every variant starts from."""
         # One compile, and with 'rbg' keys: XLA:CPU takes seconds to compile threefry
         # for a VGG-5's worth of initialisers.
         key = jax.random.key(self.seed, impl="rbg")
-        return jax.jit(self.model.init)(key, example[:1])["params"]
+        init = (
+            functools.partial(self.model.init, train=False) if self.train_arg else self.model.init
+        )
+        variables = dict(jax.jit(init)(key, example[:1]))
+        params = variables.pop("params")
+        # flax_pc's own collections (the nodes) are made per batch, not state to carry.
+        model_state = {k: v for k, v in variables.items() if k not in (fpc.NODES, fpc.ENERGIES)}
+        return params, model_state
+
+    def init_params(self, example: Array) -> Any:
+        """The flax params every variant starts from."""
+        return self.init(example)[0]
+
+    @property
+    def apply_fn(self) -> Callable[..., Any]:
+        """The training-mode ``apply`` (what ``PCTrainState`` gets)."""
+        if self.train_arg:
+            return functools.partial(self.model.apply, train=True)
+        return self.model.apply
+
+    def predict(self, params: Any, model_state: Any, x: Array) -> Array:
+        """The feed-forward network in evaluation mode."""
+        kwargs = {"train": False} if self.train_arg else {}
+        return self.model.apply({"params": params, **model_state}, x, **kwargs)
 
 
 @dataclasses.dataclass
@@ -100,17 +142,39 @@ def _index_args(state, inputs, targets, key, batch_size):
     return (state, inputs, targets, jnp.zeros((batch_size,), jnp.int32))
 
 
-def flax_pc_variant(workload: Workload, params: Any, style: str) -> Variant:
-    """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``."""
+def flax_pc_variant(
+    workload: Workload,
+    params: Any,
+    style: str,
+    *,
+    model_state: Any = None,
+    unroll: bool = True,
+    algorithm: str = "pc",
+) -> Variant:
+    """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``.
+
+    ``unroll`` is the inference loop's (``PCTrainState.create(unroll=...)``);
+    ``algorithm='bp'`` is backprop on the same model (the ``backprop`` variant
+    of a workload without a plain-JAX twin).
+    """
     bs = workload.batch_size
+    model_state = model_state or {}
+    if algorithm == "bp":
+        impl = "backprop"
+    else:
+        impl = "flax_pc" if unroll else "flax_pc" + ROLLED
 
     def init_state():
         return fpc.PCTrainState.create(
-            apply_fn=workload.model.apply,
+            apply_fn=workload.apply_fn,
             params=_copy(params),
             tx=workload.weight_tx(),
             node_tx=optax.sgd(workload.node_lr),
             inference_steps=workload.inference_steps,
+            output_energy=workload.output_energy,
+            algorithm=algorithm,
+            model_state=_copy(model_state),
+            unroll=unroll,
         )
 
     if style == "batch":
@@ -140,16 +204,18 @@ def flax_pc_variant(workload: Workload, params: Any, style: str) -> Variant:
             return (state, inputs, targets, key)
 
     def plain_weights(state):
+        if workload.names is None:
+            return state.params
         return plain_pc.weights_from_flax(state.params, workload.names)
 
     return Variant(
-        impl="flax_pc",
+        impl=impl,
         style=style,
         make_jit=make_jit,
         lower_args=lower_args,
         init_state=init_state,
         run_epoch=run_epoch,
-        predict=lambda state, x: workload.model.apply({"params": state.params}, x),
+        predict=lambda state, x: workload.predict(state.params, state.model_state, x),
         plain_weights=plain_weights,
     )
 
@@ -201,6 +267,8 @@ def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step
         def lower_args(state, inputs, targets, key):
             return (*state, inputs, targets, key)
 
+    if impl == "plain_jax" and not step_kw.get("unroll", False):
+        impl += ROLLED
     return Variant(
         impl=impl,
         style=style,
@@ -218,31 +286,52 @@ def make_variants(
     params: Any,
     impls: Sequence[str] = IMPLS,
     styles: Sequence[str] = STYLES,
-    unroll: bool = False,
+    unrolls: Sequence[bool] = (True,),
     energy_trajectory: bool = False,
+    model_state: Any = None,
 ) -> list[Variant]:
     """Every requested implementation in every requested style.
 
-    ``unroll`` and ``energy_trajectory`` go to :func:`plain_pc.make_pc_step`.
+    ``unrolls``: the inference loops of flax_pc and plain-JAX PC, one variant
+    each: ``True`` fully unrolled (flax_pc's default; plain JAX a Python loop),
+    ``False`` rolled (``lax.scan(unroll=False)``; plain JAX ``fori_loop``),
+    named ``<impl>_rolled``. ``energy_trajectory`` goes to
+    :func:`plain_pc.make_pc_step`. A workload without a plain-JAX twin
+    (``layers=None``) gets its ``backprop`` from ``PCTrainState(algorithm='bp')``.
     """
     variants = []
     for style in styles:
         for impl in impls:
             if impl == "flax_pc":
-                variants.append(flax_pc_variant(workload, params, style))
+                for unroll in unrolls:
+                    variants.append(
+                        flax_pc_variant(
+                            workload, params, style, model_state=model_state, unroll=unroll
+                        )
+                    )
             elif impl == "plain_jax":
-                variants.append(
-                    plain_variant(
-                        workload,
-                        params,
-                        style,
-                        impl,
-                        unroll=unroll,
-                        energy_trajectory=energy_trajectory,
-                    )  # fmt: skip
-                )
+                if workload.layers is None:
+                    raise ValueError(f"workload {workload.name!r} has no plain-JAX twin")
+                for unroll in unrolls:
+                    variants.append(
+                        plain_variant(
+                            workload,
+                            params,
+                            style,
+                            impl,
+                            unroll=unroll,
+                            energy_trajectory=energy_trajectory,
+                        )  # fmt: skip
+                    )
             elif impl == "backprop":
-                variants.append(plain_variant(workload, params, style, impl))
+                if workload.layers is None:
+                    variants.append(
+                        flax_pc_variant(
+                            workload, params, style, model_state=model_state, algorithm="bp"
+                        )
+                    )
+                else:
+                    variants.append(plain_variant(workload, params, style, impl))
             else:
                 raise ValueError(f"unknown implementation {impl!r}; pick from {IMPLS}")
     return variants
@@ -264,6 +353,7 @@ def _memory(compiled) -> dict[str, float]:
         + stats.temp_size_in_bytes
     )
     return {
+        "xla_temp_bytes": int(stats.temp_size_in_bytes),
         "xla_temp_mib": stats.temp_size_in_bytes * mib,
         "xla_argument_mib": stats.argument_size_in_bytes * mib,
         "xla_peak_mib": peak * mib,

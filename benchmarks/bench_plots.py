@@ -11,7 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-COLORS = {"flax_pc": "tab:blue", "plain_jax": "tab:orange", "backprop": "tab:green"}
+COLORS = {
+    "flax_pc": "tab:blue",
+    "plain_jax": "tab:orange",
+    "backprop": "tab:green",
+    # The inference loop rolled (``--unroll false|both``).
+    "flax_pc_rolled": "tab:cyan",
+    "plain_jax_rolled": "tab:red",
+}
 MARKERS = {"epoch": "o", "batch": "s"}
 LINES = {"epoch": "-", "batch": "--"}
 SWEEP_KEYS = ("steps", "width", "depth")
@@ -64,7 +71,11 @@ def _lines(points, key, ax_time, ax_ratio):
     ax_time.grid(True, which="both", alpha=0.3)
     ax_time.legend(fontsize=8)
 
-    ratio_names = [r for r in points[0]["ratios"] if r.endswith(" s/epoch") and "cpu" not in r]
+    ratio_names = [
+        r
+        for r in points[0]["ratios"]
+        if r.endswith(" s/epoch") and "cpu" not in r and r.split(": ")[0] in LINES
+    ]
     for r in ratio_names:
         style, what = r.split(": ")
         what = what.replace(" s/epoch", "")

@@ -7,6 +7,11 @@ Workloads (``--workload``):
   width or the number of hidden layers swept (``--values`` overrides);
 * ``conv``: pcx's VGG-5 on synthetic 32x32x3 images, batch 128, T=7 (channels
   ``--conv_channels``, by default a quarter of pcx's so that it runs on a CPU);
+* ``cnn``: Fashion-MNIST, the MNIST example's CNN with ``nn.Conv`` (conv 16,
+  conv 32, Dense 128; relu, 2x2 average pooling), T=4, batch 256, with the
+  inference loop unrolled and rolled (``--unroll both``);
+* ``resnet``: Fashion-MNIST, the MNIST example's small ResNet with BatchNorm
+  (``configs/resnet.py``), PC against backprop (``PCTrainState(algorithm='bp')``);
 * ``all``: every one of them.
 
 Each prints a table and writes ``<out>/<workload>.json``; sweeps also plot
@@ -35,21 +40,33 @@ import jax
 import numpy as np
 import plain_pc
 
+import flax_pc as fpc
+
 SWEEPS = {
     "steps": (1, 4, 16, 64),
     "width": (128, 512, 2048),
     "depth": (3, 6, 12),
 }
-WORKLOADS = ("reference", *SWEEPS, "conv")
+WORKLOADS = ("reference", *SWEEPS, "conv", "cnn", "resnet")
+IMAGE_WORKLOADS = ("cnn", "resnet")  # Fashion-MNIST as [N, 28, 28, 1] images
+ALL_IMPLS = ",".join(harness.IMPLS)
 #: Per-workload defaults of the flags left unset: sized for a 2-core CPU.
 DEFAULTS = {
-    "reference": {"epochs": 7, "batches": None, "test_examples": None, "styles": "batch,epoch"},
+    "reference": {"epochs": 7, "batches": None, "test_examples": None, "styles": "batch,epoch",
+                  "impls": ALL_IMPLS, "unroll": "true"},
     **{
-        name: {"epochs": 4, "batches": 10, "test_examples": 1000, "styles": "epoch"}
+        name: {"epochs": 4, "batches": 10, "test_examples": 1000, "styles": "epoch",
+               "impls": ALL_IMPLS, "unroll": "true"}
         for name in SWEEPS
     },
-    "conv": {"epochs": 3, "batches": 2, "test_examples": 256, "styles": "batch,epoch"},
-}
+    "conv": {"epochs": 3, "batches": 2, "test_examples": 256, "styles": "batch,epoch",
+             "impls": ALL_IMPLS, "unroll": "true"},
+    "cnn": {"epochs": 3, "batches": 20, "test_examples": 2000, "styles": "batch,epoch",
+            "impls": "flax_pc,backprop", "unroll": "both"},
+    "resnet": {"epochs": 3, "batches": 20, "test_examples": 2000, "styles": "batch",
+               "impls": "flax_pc,backprop", "unroll": "true"},
+}  # fmt: skip
+UNROLLS = {"true": (True,), "false": (False,), "both": (True, False)}
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
@@ -79,6 +96,39 @@ def conv_workload(channels: tuple[int, ...]) -> harness.Workload:
     )
 
 
+def cnn_workload(channels: tuple[int, ...] = (16, 32), hidden: int = 128) -> harness.Workload:
+    """The MNIST example's CNN with ``nn.Conv``: T=4, node SGD 0.01, Adam 1e-3, batch 256."""
+    model = models.CNN(channels=channels, hidden=(hidden,))
+    return harness.Workload(
+        name="cnn",
+        model=model,
+        layers=plain_pc.cnn_layers(len(channels)),
+        names=models.plain_names(model),
+        inference_steps=4,
+        batch_size=256,
+    )
+
+
+def resnet_workload(stem: int, stages: tuple[int, ...], blocks: int) -> harness.Workload:
+    """``configs/resnet.py``'s ResNet and PC settings: T=4, node SGD 0.01, cross-entropy
+    output energy, batch 128, Adam 3e-3 (constant here; the example decays it)."""
+    return harness.Workload(
+        name="resnet",
+        model=models.ResNet(stem=stem, stages=stages, blocks_per_stage=blocks),
+        layers=None,
+        names=None,
+        inference_steps=4,
+        batch_size=128,
+        weight_lr=3e-3,
+        train_arg=True,
+        output_energy=fpc.energies.cross_entropy,
+    )
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(c) for c in text.split(","))
+
+
 def _points(args) -> list[tuple[dict[str, Any], harness.Workload]]:
     """``(description, workload)`` for every point of ``args.workload``."""
     if args.workload == "reference":
@@ -86,6 +136,17 @@ def _points(args) -> list[tuple[dict[str, Any], harness.Workload]]:
     if args.workload == "conv":
         channels = tuple(int(c) for c in args.conv_channels.split(","))
         return [({"model": f"vgg5-{channels}", "T": 7}, conv_workload(channels))]
+    if args.workload == "cnn":
+        channels = _ints(args.cnn_channels)
+        model = f"cnn-conv{channels}-dense{args.cnn_hidden}"
+        return [({"model": model, "T": 4}, cnn_workload(channels, args.cnn_hidden))]
+    if args.workload == "resnet":
+        stages = _ints(args.resnet_stages)
+        description = {
+            "model": f"resnet-stem{args.resnet_stem}-stages{stages}x{args.resnet_blocks}",
+            "T": 4,
+        }
+        return [(description, resnet_workload(args.resnet_stem, stages, args.resnet_blocks))]
     values = [int(v) for v in args.values.split(",")] if args.values else SWEEPS[args.workload]
     key = {"steps": "steps", "width": "width", "depth": "depth"}[args.workload]
     return [({key: v}, mlp_workload(f"{args.workload}={v}", **{key: v})) for v in values]
@@ -103,6 +164,10 @@ def _data(args, workload: harness.Workload):
         if args.batches:
             n = args.batches * bs
             ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
+        if args.workload in IMAGE_WORKLOADS:
+            ds = ds._replace(
+                x_train=ds.x_train.reshape(-1, 28, 28, 1), x_test=ds.x_test.reshape(-1, 28, 28, 1)
+            )
     if args.test_examples:
         ds = ds._replace(
             x_test=ds.x_test[: args.test_examples], y_test=ds.y_test[: args.test_examples]
@@ -112,10 +177,13 @@ def _data(args, workload: harness.Workload):
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """flax_pc / plain_jax (time, compile, memory) per style, and PC / backprop.
+    """flax_pc / plain_jax (time, compile, memory) per style and loop, PC / backprop,
+    rolled / unrolled inference loop, and ``epoch`` / ``batch`` style.
 
     Time ratios are the median over epochs (after the first) of the per-epoch
     ratio: both epochs of a pair ran in the same round, under the same load.
+    Names: ``flax_pc`` and ``plain_jax`` have the inference loop unrolled,
+    ``*_rolled`` rolled (see :func:`bench_harness.make_variants`).
     """
     out = {}
 
@@ -128,48 +196,71 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
         else:
             out[name] = a[key] / b[key]
 
+    def weights(name, a, b):
+        if a and b:
+            out[name] = harness.max_weight_difference(a["_weights"], b["_weights"])
+
+    rolled = harness.ROLLED
     for style in harness.STYLES:
-        get = {impl: results.get(f"{impl}/{style}") for impl in harness.IMPLS}
-        flax, plain, bp = get["flax_pc"], get["plain_jax"], get["backprop"]
-        ratio(f"{style}: flax_pc/plain_jax s/epoch", flax, plain, "epoch_s")
-        ratio(f"{style}: flax_pc/plain_jax cpu s/epoch", flax, plain, "epoch_cpu_s")
-        ratio(f"{style}: flax_pc/plain_jax compile", flax, plain, "compile_s")
-        ratio(f"{style}: flax_pc/plain_jax xla temp", flax, plain, "xla_temp_mib")
-        for impl, res in (("flax_pc", flax), ("plain_jax", plain)):
-            ratio(f"{style}: {impl}/backprop s/epoch", res, bp, "epoch_s")
-            ratio(f"{style}: {impl}/backprop cpu s/epoch", res, bp, "epoch_cpu_s")
-        if flax and plain:
-            out[f"{style}: max |W_flax_pc - W_plain_jax|"] = harness.max_weight_difference(
-                flax["_weights"], plain["_weights"]
-            )
+        get = {
+            impl: results.get(f"{impl}/{style}")
+            for impl in (*harness.IMPLS, "flax_pc" + rolled, "plain_jax" + rolled)
+        }
+        bp = get["backprop"]
+        for loop in ("", rolled):
+            flax, plain = get["flax_pc" + loop], get["plain_jax" + loop]
+            pair = f"flax_pc{loop}/plain_jax{loop}"
+            ratio(f"{style}: {pair} s/epoch", flax, plain, "epoch_s")
+            ratio(f"{style}: {pair} cpu s/epoch", flax, plain, "epoch_cpu_s")
+            ratio(f"{style}: {pair} compile", flax, plain, "compile_s")
+            ratio(f"{style}: {pair} xla temp", flax, plain, "xla_temp_mib")
+            weights(f"{style}: max |W_flax_pc{loop} - W_plain_jax{loop}|", flax, plain)
+            for impl, res in ((f"flax_pc{loop}", flax), (f"plain_jax{loop}", plain)):
+                ratio(f"{style}: {impl}/backprop s/epoch", res, bp, "epoch_s")
+                ratio(f"{style}: {impl}/backprop cpu s/epoch", res, bp, "epoch_cpu_s")
+                ratio(f"{style}: {impl}/backprop xla temp", res, bp, "xla_temp_mib")
+        for impl in ("flax_pc", "plain_jax"):
+            a, b = get[impl + rolled], get[impl]
+            ratio(f"{style}: {impl}{rolled}/{impl} s/epoch", a, b, "epoch_s")
+            ratio(f"{style}: {impl}{rolled}/{impl} cpu s/epoch", a, b, "epoch_cpu_s")
+            ratio(f"{style}: {impl}{rolled}/{impl} compile", a, b, "compile_s")
+        weights(f"{style}: max |W_flax_pc - W_flax_pc{rolled}|", get["flax_pc"],
+                get["flax_pc" + rolled])  # fmt: skip
+    impls = {r["impl"] for r in results.values()}
+    for impl in sorted(impls):
+        ratio(f"{impl}: epoch/batch s/epoch", results.get(f"{impl}/epoch"),
+              results.get(f"{impl}/batch"), "epoch_s")  # fmt: skip
     return out
 
 
 def format_table(point: dict[str, Any]) -> str:
     """One point's results and ratios as a text table."""
     header = (
-        f"{'variant':20s} {'compile s':>9s} {'s/epoch':>9s} {'cpu s/ep':>9s} {'examples/s':>11s} "
+        f"{'variant':22s} {'compile s':>9s} {'s/epoch':>9s} {'cpu s/ep':>9s} {'ms/batch':>9s} "
+        f"{'examples/s':>11s} "
         f"{'XLA temp MiB':>12s} {'XLA peak MiB':>12s} {'test acc':>8s}"
     )
     lines = [f"== {point['workload']} ({point['dataset']}, {point['num_batches']} batches "
              f"of {point['batch_size']}, T={point['inference_steps']})", header]  # fmt: skip
     for name, r in point["results"].items():
         lines.append(
-            f"{name:20s} {r['compile_s']:9.2f} {r['median_epoch_s']:9.3f} "
+            f"{name:22s} {r['compile_s']:9.2f} {r['median_epoch_s']:9.3f} "
             f"{r['median_epoch_cpu_s']:9.3f} "
+            f"{1e3 * r['median_epoch_s'] / point['num_batches']:9.1f} "
             f"{r['examples_per_s']:11.0f} {r.get('xla_temp_mib', float('nan')):12.1f} "
             f"{r.get('xla_peak_mib', float('nan')):12.1f} {r['test_accuracy']:8.4f}"
         )
     for name, value in point["ratios"].items():
-        lines.append(f"  {name:42s} {value:.3g}")
+        lines.append(f"  {name:50s} {value:.3g}")
     if point.get("flops"):
         f = point["flops"]
+        plain = f"PC plain {f['plain_jax_pc']:.3g}, " if "plain_jax_pc" in f else ""
         lines.append(
             "  FLOPs/example (XLA, unrolled): "
-            f"forward {f['forward']:.3g}, PC plain {f['plain_jax_pc']:.3g}, "
+            f"forward {f['forward']:.3g}, {plain}"
             f"PC flax_pc {f['flax_pc']:.3g}, backprop {f['backprop']:.3g}, "
-            f"PC/backprop {f['pc_over_backprop']:.2f}, "
-            f"flax_pc/plain {f['flax_pc_over_plain_jax']:.3f}"
+            f"PC/backprop {f['pc_over_backprop']:.2f}"
+            + (f", flax_pc/plain {f['flax_pc_over_plain_jax']:.3f}" if plain else "")
         )
     return "\n".join(lines)
 
@@ -177,15 +268,16 @@ def format_table(point: dict[str, Any]) -> str:
 def run_point(args, description: dict[str, Any], workload: harness.Workload) -> dict[str, Any]:
     """Measures every variant on one workload; returns a JSON-ready dict."""
     (x_train, y_train, x_test, y_test), dataset = _data(args, workload)
-    params = workload.init_params(x_train)
+    params, model_state = workload.init(x_train)
     styles = args.styles.split(",")
     variants = harness.make_variants(
         workload,
         params,
         impls=args.impls.split(","),
         styles=styles,
-        unroll=args.unroll,
+        unrolls=UNROLLS[args.unroll],
         energy_trajectory=args.plain_energy_trajectory,
+        model_state=model_state,
     )
     print(f"-- {workload.name}: {len(variants)} variants", flush=True)
     results = harness.run(
@@ -204,7 +296,7 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         "batch_size": workload.batch_size,
         "num_batches": x_train.shape[0] // workload.batch_size,
         "inference_steps": workload.inference_steps,
-        "plain_jax_loop": "unrolled" if args.unroll else "fori_loop",
+        "inference_loops": args.unroll,
         "plain_jax_energy_trajectory": args.plain_energy_trajectory,
         "results": results,
         "ratios": ratios(results),
@@ -213,7 +305,9 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         from bench_flops import train_step_flops  # imports flax_pc too; only when asked
 
         batch = workload.batch_size
-        point["flops"] = train_step_flops(workload, params, x_train[:batch], y_train[:batch])
+        point["flops"] = train_step_flops(
+            workload, params, x_train[:batch], y_train[:batch], model_state
+        )
     for r in results.values():
         r.pop("_weights")
     print(format_table(point), flush=True)
@@ -274,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["device_peak_mib"] = device_stats.get("peak_bytes_in_use", 0) / 2**20
     name = args.name or args.workload
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1, default=_json_default))
-    if len(report["points"]) > 1 or args.workload == "conv":
+    if len(report["points"]) > 1 or args.workload in ("conv", *IMAGE_WORKLOADS):
         plots.plot(report, out_dir / f"{name}.png", title=_title(args, report))
     print(f"wrote {out_dir / name}.json ({report['wall_s']:.0f}s)")
     return report
@@ -284,6 +378,10 @@ def _title(args, report) -> str:
     what = {"steps": "inference steps T", "width": "hidden width", "depth": "hidden layers"}
     if args.workload in what:
         return f"MLP, sweep of the {what[args.workload]}"
+    if args.workload == "cnn":
+        return f"CNN (nn.Conv {args.cnn_channels}, Dense {args.cnn_hidden}), batch 256, T=4"
+    if args.workload == "resnet":
+        return f"ResNet (stem {args.resnet_stem}, stages {args.resnet_stages}), batch 128, T=4"
     return f"VGG-5 ({args.conv_channels}) on 32x32x3, batch 128, T=7"
 
 
@@ -312,19 +410,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--epochs",
         type=int,
         default=None,
-        help="epochs per variant; the first is not timed (default: reference 7, sweeps 4, conv 3)",
+        help="epochs per variant; the first is not timed (default: reference 7, sweeps 4, "
+        "conv, cnn and resnet 3)",
     )
     p.add_argument(
         "--batches",
         type=int,
         default=None,
-        help="batches per epoch (default: reference the whole training set, sweeps 10, conv 2)",
+        help="batches per epoch (default: reference the whole training set, sweeps 10, conv 2, "
+        "cnn and resnet 20)",
     )
     p.add_argument(
         "--test_examples",
         type=int,
         default=None,
-        help="test examples for the accuracy (default: reference all, sweeps 1000, conv 256)",
+        help="test examples for the accuracy (default: reference all, sweeps 1000, conv 256, "
+        "cnn and resnet 2000)",
     )
     p.add_argument(
         "--repeats",
@@ -338,15 +439,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--styles",
         default=None,
-        help="batch,epoch (default: both for reference and conv, epoch for the MLP sweeps)",
+        help="batch,epoch (default: both for reference, conv and cnn, epoch for the MLP sweeps, "
+        "batch for resnet)",
     )
-    p.add_argument("--impls", default=",".join(harness.IMPLS))
+    p.add_argument(
+        "--impls",
+        default=None,
+        help=f"from {ALL_IMPLS} (default: all; cnn and resnet flax_pc,backprop)",
+    )
     p.add_argument(
         "--conv_channels",
         default="32,64,128,128",
         help="VGG-5 channels; pcx's are 128,256,512,512 (about 16x the FLOPs: use a GPU)",
     )
-    p.add_argument("--unroll", action="store_true", help="plain-JAX node steps as a Python loop")
+    p.add_argument(
+        "--unroll",
+        nargs="?",
+        const="true",
+        choices=tuple(UNROLLS),
+        default=None,
+        help="inference loop of flax_pc and plain-JAX PC: true (flax_pc's default: fully "
+        "unrolled; plain JAX a Python loop), false (rolled lax.scan; plain JAX fori_loop) or "
+        "both (a variant each, the rolled ones named *_rolled); default both for cnn, "
+        "else true",
+    )
+    p.add_argument("--cnn_channels", default="16,32", help="cnn: conv channels")
+    p.add_argument("--cnn_hidden", type=int, default=128, help="cnn: Dense width")
+    p.add_argument("--resnet_stem", type=int, default=16, help="resnet: stem channels")
+    p.add_argument("--resnet_stages", default="16,32,64", help="resnet: channels per stage")
+    p.add_argument("--resnet_blocks", type=int, default=1, help="resnet: blocks per stage")
     p.add_argument(
         "--plain_energy_trajectory",
         action="store_true",

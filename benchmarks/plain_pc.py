@@ -60,6 +60,25 @@ def conv_block(w: dict[str, Array], h: Array) -> Array:
     return jax.lax.reduce_window(act, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
+def conv_relu_avgpool(w: dict[str, Array], h: Array) -> Array:
+    """``avg_pool_2x2(relu(conv3x3_same(h) + bias))``: the CNN's conv block (NHWC, HWIO)."""
+    pre = jax.lax.conv_general_dilated(
+        h,
+        w["kernel"],
+        window_strides=(1, 1),
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    act = jax.nn.relu(pre + w["bias"])
+    pooled = jax.lax.reduce_window(act, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return pooled / 4.0
+
+
+def flatten_relu_dense(w: dict[str, Array], h: Array) -> Array:
+    """Flattens ``[B, ...]`` feature maps, then ``relu(dense)``."""
+    return jax.nn.relu(flatten_dense(w, h))
+
+
 def mlp_layers(depth: int) -> list[Layer]:
     """``depth`` tanh hidden layers and a linear output layer."""
     return [tanh_dense] * depth + [dense]
@@ -68,6 +87,11 @@ def mlp_layers(depth: int) -> list[Layer]:
 def vgg5_layers(num_convs: int = 4) -> list[Layer]:
     """VGG-5: ``num_convs`` conv blocks and a linear classifier."""
     return [conv_block] * num_convs + [flatten_dense]
+
+
+def cnn_layers(num_convs: int = 2, num_hidden: int = 1) -> list[Layer]:
+    """The CNN: ``num_convs`` conv blocks, ``num_hidden`` relu Dense layers, a Dense."""
+    return [conv_relu_avgpool] * num_convs + [flatten_relu_dense] * num_hidden + [dense]
 
 
 def weights_from_flax(params: Mapping[str, Any], names: Sequence[str]) -> Weights:

@@ -91,22 +91,56 @@ def test_conv_step_matches_plain_jax():
     _compare(model, plain_pc.vgg5_layers(4), x, y, inference_steps=4, node_lr=0.1)
 
 
+def test_unrolled_and_rolled_inference_give_the_same_weights():
+    """flax_pc's ``unroll=True`` (default) and ``unroll=False`` train a conv net alike."""
+    model = models.CNN(channels=(4, 8), hidden=(16,))
+    x = jax.random.uniform(jax.random.key(0), (8, 12, 12, 1))
+    y = jax.nn.one_hot(jnp.arange(8) % 10, 10)
+    params = jax.jit(model.init)(jax.random.key(1, impl="rbg"), x)["params"]
+    weights = {}
+    for unroll in (True, False):
+        state = fpc.PCTrainState.create(
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
+            node_tx=optax.sgd(0.1), inference_steps=4, unroll=unroll,
+        )  # fmt: skip
+        step = jax.jit(lambda s, x, y: s.train_step(x, y))
+        for _ in range(STEPS):
+            state, _ = step(state, x, y)
+        weights[unroll] = state.params
+    for a, b in zip(
+        jax.tree_util.tree_leaves(weights[True]), jax.tree_util.tree_leaves(weights[False])
+    ):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    # The weights moved (a comparison of untouched copies would pass trivially).
+    assert not np.allclose(weights[True]["Conv_0"]["kernel"], params["Conv_0"]["kernel"])
+
+
+def test_cnn_step_matches_plain_jax():
+    model = models.CNN(channels=(4, 8), hidden=(16,))
+    x = jax.random.uniform(jax.random.key(0), (8, 12, 12, 1))
+    y = jax.nn.one_hot(jnp.arange(8) % 10, 10)
+    _compare(model, plain_pc.cnn_layers(2), x, y, inference_steps=4, node_lr=0.1)
+
+
 @pytest.mark.slow
 def test_benchmark_script_runs_end_to_end(tmp_path):
     import pc_benchmark
 
     tiny = ["--data_dir", "synthetic", "--batches", "2", "--epochs", "2", "--repeats", "1"]
     tiny += ["--test_examples", "64", "--out", str(tmp_path)]
-    report = pc_benchmark.main([*tiny, "--workload", "reference"])
+    report = pc_benchmark.main([*tiny, "--workload", "reference", "--unroll", "both"])
     (point,) = report["points"]
     assert point["dataset"] == "synthetic"
+    impls = ("flax_pc", "flax_pc_rolled", "plain_jax", "plain_jax_rolled", "backprop")
     assert set(point["results"]) == {
-        f"{impl}/{style}" for impl in ("flax_pc", "plain_jax", "backprop")
-        for style in ("batch", "epoch")
+        f"{impl}/{style}" for impl in impls for style in ("batch", "epoch")
     }  # fmt: skip
     for style in ("batch", "epoch"):
-        assert point["ratios"][f"{style}: max |W_flax_pc - W_plain_jax|"] <= 1e-5
-        assert point["ratios"][f"{style}: flax_pc/plain_jax s/epoch"] > 0
+        for loop in ("", "_rolled"):
+            pair = f"flax_pc{loop} - W_plain_jax{loop}"
+            assert point["ratios"][f"{style}: max |W_{pair}|"] <= 1e-5
+            assert point["ratios"][f"{style}: flax_pc{loop}/plain_jax{loop} s/epoch"] > 0
+        assert point["ratios"][f"{style}: max |W_flax_pc - W_flax_pc_rolled|"] <= 1e-5
     flops = point["flops"]
     assert flops["forward"] < flops["backprop"] < flops["plain_jax_pc"]
     # flax_pc may skip work the equations do (the first inference step), not add much.
@@ -121,3 +155,24 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
         "backprop/epoch",
     }
     assert (tmp_path / "conv.png").is_file()
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_cnn_and_resnet(tmp_path):
+    import pc_benchmark
+
+    tiny = ["--data_dir", "synthetic", "--batches", "1", "--epochs", "1", "--repeats", "1"]
+    tiny += ["--test_examples", "16", "--out", str(tmp_path), "--no_flops"]
+    cnn = ["--workload", "cnn", "--cnn_channels", "2,2", "--cnn_hidden", "8", "--styles", "batch"]
+    (point,) = pc_benchmark.main([*tiny, *cnn])["points"]
+    assert set(point["results"]) == {"flax_pc/batch", "flax_pc_rolled/batch", "backprop/batch"}
+    assert point["ratios"]["batch: max |W_flax_pc - W_flax_pc_rolled|"] <= 1e-5
+    assert point["ratios"]["batch: flax_pc_rolled/flax_pc s/epoch"] > 0
+
+    resnet = ["--workload", "resnet", "--resnet_stem", "2", "--resnet_stages", "2,4"]
+    (point,) = pc_benchmark.main([*tiny, *resnet, "--batches", "2"])["points"]
+    assert set(point["results"]) == {"flax_pc/batch", "backprop/batch"}
+    assert point["ratios"]["batch: flax_pc/backprop s/epoch"] > 0
+    for result in point["results"].values():
+        assert result["xla_temp_bytes"] > 0
+    assert (tmp_path / "resnet.json").is_file()
