@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic_test_size = 256
 
     # Model.
-    # str: 'mlp' (Dense layers) or 'cnn' (conv blocks, then Dense layers).
+    # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers) or 'resnet'.
     config.model = "mlp"
     # tuple of int > 0: widths of the hidden Dense layers, each followed by a value node.
     config.hidden_sizes = (128, 128, 128)
@@ -40,6 +40,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.conv_features = (16, 32)
     # str: hidden activation: tanh, relu, leaky_relu, gelu, silu, elu, sigmoid, hard_tanh, linear.
     config.activation = "silu"
+    # int > 0: channels of the stem (3x3 conv, stride 2, BatchNorm, value node); resnet only.
+    config.resnet_stem_features = 16
+    # tuple of int > 0: channels of the stages (each after the first halves the image); resnet only.
+    config.resnet_stage_features = (16, 32, 64)
+    # int > 0: residual blocks (conv-BN-act-conv-BN, skip, act, value node) per stage; resnet only.
+    config.resnet_blocks_per_stage = 1
+    # float in [0, 1): dropout before the output layer in training (one mask per batch).
+    config.dropout_rate = 0.0
 
     # Predictive coding.
     # str: learning rule: 'pc' (inference, then a weight step), 'ipc' (incremental PC:
@@ -72,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 0.0
 
     # Loop.
+    # str: 'epoch' (one lax.scan per epoch), 'batch' (a jitted step per batch; same order and
+    # results) or 'auto' ('batch' for the conv models on CPU, else 'epoch').
+    config.loop = "auto"
     # int > 0: examples per weight update; the epoch's last partial batch is dropped.
     config.batch_size = 128
     # int > 0: test examples evaluated at once (bounds the evaluation's memory).

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 import flax_pc as fpc
 
@@ -20,7 +19,16 @@ import models  # noqa: E402
 import train  # noqa: E402
 
 # configs/ is shared with other examples: these are examples/mnist's.
-MNIST_CONFIGS = ("default", "backprop", "cnn", "fashion_mnist", "fashion_mnist_ipc", "ipc", "test")
+MNIST_CONFIGS = (
+    "default",
+    "backprop",
+    "cnn",
+    "fashion_mnist",
+    "fashion_mnist_ipc",
+    "ipc",
+    "resnet",
+    "test",
+)
 CONFIG_FILES = [ROOT / "configs" / f"{name}.py" for name in MNIST_CONFIGS]
 
 
@@ -75,6 +83,8 @@ def test_variants_differ_from_default_where_they_say():
     }
     assert {k for k, v in load_config("ipc").to_dict().items() if default[k] != v} == {"algorithm"}
     assert load_config("cnn").model == "cnn"
+    resnet = load_config("resnet")
+    assert (resnet.dataset, resnet.model, resnet.algorithm) == ("fashion_mnist", "resnet", "pc")
     fashion = load_config("fashion_mnist")
     assert fashion.dataset == "fashion_mnist" and tuple(fashion.hidden_sizes) == (128, 128, 128)
     fashion_ipc = load_config("fashion_mnist_ipc").to_dict()
@@ -88,7 +98,7 @@ def test_variants_differ_from_default_where_they_say():
 
 BAD_FIELDS = [
     ("dataset", "cifar10", "expected one of"),
-    ("model", "resnet", "expected one of"),
+    ("model", "vgg", "expected one of"),
     ("hidden_sizes", (128, 0), "tuple of ints > 0"),
     ("hidden_sizes", (), "non-empty tuple"),
     ("hidden_sizes", (64, "a"), "tuple of ints > 0"),
@@ -115,6 +125,13 @@ BAD_FIELDS = [
     ("seed", -1, "int >= 0"),
     ("checkpoints_to_keep", 0, "int > 0"),
     ("synthetic_train_size", 0, "int > 0"),
+    ("dropout_rate", -0.1, r"\[0, 1\)"),
+    ("dropout_rate", 1.0, r"\[0, 1\)"),
+    ("dropout_rate", float("nan"), r"\[0, 1\)"),
+    ("loop", "scan", "expected one of"),
+    ("resnet_stem_features", 0, "int > 0"),
+    ("resnet_blocks_per_stage", 0, "int > 0"),
+    ("resnet_stage_features", (16, -32), "tuple of ints > 0"),
 ]
 
 
@@ -163,31 +180,76 @@ def test_cnn_needs_conv_features():
         train.validate_config(config)
 
 
-def test_conv3x3_is_nn_conv():
-    x = jax.random.normal(jax.random.key(0), (3, 9, 7, 2))
-    conv = models.Conv3x3(5)
-    variables = conv.init(jax.random.key(1), x)
-    variables = {"params": {**variables["params"], "bias": jnp.arange(5.0)}}
-    expected = nn.Conv(5, (3, 3)).apply(variables, x)
-    np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+def test_resnet_needs_stage_features():
+    config = load_config("resnet")
+    config.resnet_stage_features = ()
+    with pytest.raises(train.ConfigError, match="config.resnet_stage_features"):
+        train.validate_config(config)
 
 
-@pytest.mark.parametrize("name, num_params, num_nodes", [("default", 134_794, 3), ("cnn", 0, 3)])
-def test_train_state_for_config(name, num_params, num_nodes):
+def test_cnn_uses_nn_conv():
+    config = load_config("cnn")
+    state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=10)
+    assert set(state.params) >= {"Conv_0", "Conv_1"}
+    assert state.params["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
+
+
+@pytest.mark.parametrize(
+    "name, num_params, num_nodes, model_state",
+    [("default", 134_794, 3, set()), ("cnn", 0, 3, set()), ("resnet", 0, 4, {"batch_stats"})],
+)
+def test_train_state_for_config(name, num_params, num_nodes, model_state):
     config = load_config(name)
     state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=10)
     params = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
     if num_params:
         assert params == num_params
+    assert set(state.model_state) == model_state
     images = jnp.zeros((2, 28, 28, 1))
+    model = train.create_model(config)
     output, nodes = jax.jit(
-        lambda params: (
-            state.apply_fn({"params": params}, images),
-            fpc.init_nodes(state.apply_fn, params, images),
+        lambda state: (
+            model.apply(train.eval_variables(state), images, train=False),
+            fpc.init_nodes(
+                state.apply_fn, state.params, images, model_state=state.model_state, rng=None
+            ),
         )
-    )(state.params)
+    )(state)
     assert output.shape == (2, 10)
     assert len(jax.tree_util.tree_leaves(nodes)) == num_nodes
+
+
+def test_resnet_shapes_and_projections():
+    model = models.ResNet(stem_features=4, stage_features=(4, 8), blocks_per_stage=2)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    params = variables["params"]
+    assert "projection" not in params["ResidualBlock_0"]  # 4 -> 4 at 14x14: identity skip
+    assert params["ResidualBlock_2"]["projection"]["kernel"].shape == (1, 1, 4, 8)
+    assert "projection" not in params["ResidualBlock_3"]
+    assert set(variables["batch_stats"]) == set(params) - {"stem", "Dense_0"}
+    nodes = fpc.init_nodes(
+        lambda *a, **k: model.apply(*a, train=True, **k),
+        params,
+        jnp.zeros((3, 28, 28, 1)),
+        model_state={"batch_stats": variables["batch_stats"]},
+    )
+    shapes = sorted(leaf.shape for leaf in jax.tree_util.tree_leaves(nodes))
+    # the stem, two blocks at 14x14 and two at 7x7
+    assert shapes == [(3, 7, 7, 8)] * 2 + [(3, 14, 14, 4)] * 3
+
+
+@pytest.mark.parametrize(
+    "model, expected", [("mlp", "epoch"), ("cnn", "batch"), ("resnet", "batch")]
+)
+def test_auto_loop(model, expected, monkeypatch):
+    config = load_config("test")
+    config.model = model
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert train.resolve_loop(config) == expected
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert train.resolve_loop(config) == "epoch"
+    config.loop = "batch"
+    assert train.resolve_loop(config) == "batch"
 
 
 def test_normal_node_init_draws_from_the_node_rng():
@@ -204,5 +266,6 @@ def test_normal_node_init_draws_from_the_node_rng():
 @pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
 def test_activations(activation):
     model = models.MLP(hidden_sizes=(4,), activation=activation)
-    params = model.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))["params"]
-    assert model.apply({"params": params}, jnp.ones((2, 28, 28, 1))).shape == (2, 10)
+    params = model.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)), train=False)["params"]
+    output = model.apply({"params": params}, jnp.ones((2, 28, 28, 1)), train=False)
+    assert output.shape == (2, 10)

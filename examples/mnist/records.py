@@ -15,6 +15,14 @@ from absl import logging
 #: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
 #: a workdir trained with other values cannot be resumed.
 MODEL_FIELDS = ("dataset", "model", "hidden_sizes", "conv_features", "activation", "optimizer")
+#: The fields of :data:`MODEL_FIELDS` (and more) that only some models use.
+PER_MODEL_FIELDS = {
+    "hidden_sizes": ("mlp", "cnn"),
+    "conv_features": ("cnn",),
+    "resnet_stem_features": ("resnet",),
+    "resnet_stage_features": ("resnet",),
+    "resnet_blocks_per_stage": ("resnet",),
+}
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
@@ -38,7 +46,8 @@ def check_workdir(
       config: the config of this run.
       workdir: the run's folder.
       fields: the fields that must equal the saved run's; default
-        :data:`MODEL_FIELDS` (``conv_features`` only for the CNN).
+        :data:`MODEL_FIELDS` and the ResNet's, those of :data:`PER_MODEL_FIELDS`
+        only for the models that use them.
 
     Raises:
       WorkdirError: ``workdir`` is a file, or its ``config.json`` is unreadable
@@ -55,7 +64,11 @@ def check_workdir(
         raise WorkdirError(f"cannot read {saved_file} ({e}); use another --workdir.") from None
     current = _as_json(config)
     if fields is None:
-        fields = [f for f in MODEL_FIELDS if f != "conv_features" or current["model"] == "cnn"]
+        fields = [
+            f
+            for f in dict.fromkeys((*MODEL_FIELDS, *PER_MODEL_FIELDS))
+            if current["model"] in PER_MODEL_FIELDS.get(f, (current["model"],))
+        ]
     for field in fields:
         if saved.get(field) != current[field]:
             theirs, ours = (

@@ -1,8 +1,10 @@
 """Trains a predictive-coding network on MNIST and evaluates it after every epoch.
 
 The whole data set lives on the device; each epoch is one jitted call of
-:func:`flax_pc.train_epoch` (a ``lax.scan`` over the batches) followed by one
-jitted evaluation on the full test set, and one host sync for the metrics.
+:func:`flax_pc.train_epoch` (a ``lax.scan`` over the batches; or, for conv
+nets on CPU, a Python loop over one jitted per-batch step, see
+``config.loop``) followed by one jitted evaluation on the full test set, and
+one host sync for the metrics.
 The workdir gets ``config.json``, ``metrics.jsonl``, TensorBoard summaries,
 an orbax checkpoint per epoch and ``curves.png``; rerunning with the same
 workdir resumes from the latest checkpoint.
@@ -34,7 +36,9 @@ from config_checks import ConfigError, is_number
 
 import flax_pc as fpc
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "resnet")
+#: Models with convolutions: ``loop='auto'`` trains them batch by batch on CPU.
+CONV_MODELS = ("cnn", "resnet")
 OUTPUT_ENERGIES = {
     "squared_error": fpc.energies.squared_error,
     "cross_entropy": fpc.energies.cross_entropy,
@@ -42,6 +46,7 @@ OUTPUT_ENERGIES = {
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 NODE_INITS = ("forward", "zeros", "normal")
+LOOPS = ("auto", "epoch", "batch")
 
 
 _HERE = str(pathlib.Path(__file__).parent)
@@ -77,6 +82,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     one_of("model", MODELS)
     sizes("hidden_sizes", required=config.model == "mlp")
     sizes("conv_features", required=config.model == "cnn")
+    positive_int("resnet_stem_features")
+    sizes("resnet_stage_features", required=config.model == "resnet")
+    positive_int("resnet_blocks_per_stage")
+    checker.fraction("dropout_rate")
     one_of("activation", models.ACTIVATIONS)
     one_of("algorithm", fpc.ALGORITHMS)
     one_of("output_energy", OUTPUT_ENERGIES)
@@ -103,6 +112,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.weight_decay = {decay!r} needs config.optimizer = 'adamw' "
             f"(it is {config.optimizer!r})."
         )
+    one_of("loop", LOOPS)
     positive_int("batch_size")
     positive_int("eval_batch_size")
     positive_int("num_epochs")
@@ -121,18 +131,41 @@ def _check_batch_size(config: ml_collections.ConfigDict, num_train: int) -> None
 # --- Model and train state ---------------------------------------------------
 
 
-def create_model(config: ml_collections.ConfigDict) -> models.MLP | models.CNN:
+def create_model(config: ml_collections.ConfigDict) -> models.MLP | models.CNN | models.ResNet:
     """The linen model that ``config.model`` names."""
     common = dict(
-        hidden_sizes=tuple(config.hidden_sizes),
         num_classes=input_pipeline.NUM_CLASSES,
         activation=config.activation,
         node_init=config.node_init,
         node_init_stddev=config.node_init_stddev,
+        dropout_rate=config.dropout_rate,
     )
+    if config.model == "resnet":
+        return models.ResNet(
+            stem_features=config.resnet_stem_features,
+            stage_features=tuple(config.resnet_stage_features),
+            blocks_per_stage=config.resnet_blocks_per_stage,
+            **common,
+        )
+    hidden_sizes = tuple(config.hidden_sizes)
     if config.model == "cnn":
-        return models.CNN(conv_features=tuple(config.conv_features), **common)
-    return models.MLP(**common)
+        return models.CNN(
+            conv_features=tuple(config.conv_features), hidden_sizes=hidden_sizes, **common
+        )
+    return models.MLP(hidden_sizes=hidden_sizes, **common)
+
+
+def resolve_loop(config: ml_collections.ConfigDict) -> str:
+    """``'epoch'`` or ``'batch'``: ``config.loop``, with ``'auto'`` decided.
+
+    ``'auto'`` trains the conv models batch by batch on CPU, where XLA computes
+    a convolution's gradients far slower inside a ``lax.scan`` than outside
+    it (jax-ml/jax#12868), and everything else one ``lax.scan`` per epoch.
+    """
+    if config.loop != "auto":
+        return config.loop
+    on_cpu = jax.default_backend() == "cpu"
+    return "batch" if config.model in CONV_MODELS and on_cpu else "epoch"
 
 
 def create_optimizer(
@@ -165,12 +198,20 @@ def create_train_state(
     params_rng, node_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
     # One compiled init instead of hundreds of eager ops: seconds less at start-up.
-    init = jax.jit(lambda rngs: model.init(rngs, dummy)["params"])
-    params = init({"params": params_rng, fpc.NODE_RNG: node_rng})
+    init = jax.jit(lambda rngs: model.init(rngs, dummy, train=False))
+    variables = init({"params": params_rng, fpc.NODE_RNG: node_rng})
+    # The params train; the other collections but flax_pc's (BatchNorm's
+    # batch_stats) are the model state, updated by the feed-forward pass.
+    model_state = {
+        name: collection
+        for name, collection in variables.items()
+        if name not in ("params", fpc.NODES, fpc.ENERGIES)
+    }
     momentum = config.node_momentum or None
     return fpc.PCTrainState.create(
-        apply_fn=model.apply,
-        params=params,
+        apply_fn=functools.partial(model.apply, train=True),
+        params=variables["params"],
+        model_state=model_state,
         tx=create_optimizer(config, steps_per_epoch),
         node_tx=optax.sgd(config.node_learning_rate, momentum=momentum),
         inference_steps=config.inference_steps,
@@ -199,13 +240,22 @@ def _pad_test_set(images: np.ndarray, labels: np.ndarray, eval_batch_size: int):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "output_energy"))
-def evaluate(params, images, labels, mask, *, apply_fn, output_energy):
-    """Feed-forward accuracy and mean output energy on a chunked test set."""
+def eval_variables(state: fpc.PCTrainState) -> dict[str, Any]:
+    """The variables of the evaluation mode: the params and the model state."""
+    return {"params": state.params, **state.model_state}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "output_energy"))
+def evaluate(variables, images, labels, mask, *, model, output_energy):
+    """Feed-forward accuracy and mean output energy on a chunked test set.
+
+    ``model`` runs in evaluation mode (``train=False``): no dropout, and
+    BatchNorm with its running averages.
+    """
 
     def chunk(batch):
         x, y, m = batch
-        logits = apply_fn({"params": params}, x)
+        logits = model.apply(variables, x, train=False)
         targets = jax.nn.one_hot(y, logits.shape[-1])
         correct = jnp.sum((jnp.argmax(logits, -1) == y) * m)
         return correct, jnp.sum(output_energy(targets, logits) * m)
@@ -215,9 +265,62 @@ def evaluate(params, images, labels, mask, *, apply_fn, output_energy):
     return {"test_accuracy": jnp.sum(correct) / n, "test_loss": jnp.sum(loss) / n}
 
 
+def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int):
+    """The order and keys of an epoch of ``fpc.train_epoch``, for the per-batch loop.
+
+    Returns:
+      ``(indices, keys)``: ``[num_batches, batch_size]`` example indices and one
+      key per batch, as ``fpc.train_epoch(..., rng, batch_size=batch_size)``
+      draws them.
+    """
+    num_batches = num_examples // batch_size
+    order_key, node_key = jax.random.split(rng)
+    order = jax.random.permutation(order_key, num_examples)
+    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+    return batches, jax.random.split(node_key, num_batches)
+
+
+def batch_loop_epoch(step, state, inputs, targets, rng, *, batch_size):
+    """``fpc.train_epoch`` as a Python loop over a jitted per-batch ``step``.
+
+    The same batches and keys (so the same result up to float rounding) and
+    the same stacked metrics; the data stays on the device and each batch is
+    gathered inside ``step``. For conv nets on CPU: XLA computes convolution
+    gradients inside a ``lax.scan`` on a slow path (jax-ml/jax#12868).
+
+    Args:
+      step: ``step(state, inputs, targets, indices, keys, i) -> (state, metrics)``,
+        jitted (see :func:`make_batch_step`).
+      state, inputs, targets, rng, batch_size: as for ``fpc.train_epoch``.
+    """
+    indices, keys = _epoch_batches(rng, inputs.shape[0], batch_size)
+    metrics = []
+    for i in range(indices.shape[0]):
+        state, batch_metrics = step(state, inputs, targets, indices, keys, i)
+        metrics.append(batch_metrics)
+    return state, _stack(metrics)
+
+
+_epoch_batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+
+
+def _stack(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    return jax.tree_util.tree_map(lambda *m: jnp.stack(m), *metrics)
+
+
+def make_batch_step():
+    """The jitted step of :func:`batch_loop_epoch`: gathers batch ``i``, trains on it."""
+
+    def step(state, inputs, targets, indices, keys, i):
+        batch = indices[i]
+        return state.train_step(inputs[batch], targets[batch], rng=keys[i])
+
+    return jax.jit(step, donate_argnames=("state",))
+
+
 @jax.jit
 def summarize_epoch(metrics):
-    """Reduces ``train_epoch``'s per-batch metrics to per-epoch means."""
+    """Reduces the per-batch metrics of an epoch to per-epoch means."""
     return {
         "train_energy": jnp.mean(metrics["energy"][:, -1]),
         "train_loss": jnp.mean(metrics["loss"]),
@@ -268,8 +371,14 @@ def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> 
     )
 
 
-def _describe(config: ml_collections.ConfigDict, params: Any) -> str:
-    if config.model == "cnn":
+def _describe(config: ml_collections.ConfigDict, params: Any, loop: str) -> str:
+    if config.model == "resnet":
+        layers = (
+            f"stem {config.resnet_stem_features}, stages "
+            f"{'-'.join(map(str, config.resnet_stage_features))} x "
+            f"{config.resnet_blocks_per_stage} blocks"
+        )
+    elif config.model == "cnn":
         layers = f"conv {'-'.join(map(str, config.conv_features))}, dense " + "-".join(
             map(str, (*config.hidden_sizes, input_pipeline.NUM_CLASSES))
         )
@@ -278,7 +387,9 @@ def _describe(config: ml_collections.ConfigDict, params: Any) -> str:
     num_params = sum(p.size for p in jax.tree_util.tree_leaves(params))
     return (
         f"{config.model.upper()} {layers} ({num_params:,} params), algorithm "
-        f"{config.algorithm!r}, {config.inference_steps} inference steps"
+        f"{config.algorithm!r}, {config.inference_steps} inference steps, "
+        f"{'one lax.scan per epoch' if loop == 'epoch' else 'a jitted step per batch'} "
+        f"(loop {loop!r})"
     )
 
 
@@ -350,7 +461,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
     steps_per_epoch = num_train // config.batch_size
     state = create_train_state(config, init_rng, steps_per_epoch)
-    logging.info("%s.", _describe(config, state.params))
+    loop = resolve_loop(config)
+    logging.info("%s.", _describe(config, state.params, loop))
 
     workdir_path.mkdir(parents=True, exist_ok=True)
     checkpoints = records.open_checkpoints(workdir_path, config.checkpoints_to_keep)
@@ -368,11 +480,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
         jax.device_put(a)
         for a in _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
     ]
-    train_epoch = jax.jit(
-        fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
-    )
+    if loop == "batch":
+        train_epoch = functools.partial(batch_loop_epoch, make_batch_step())
+    else:
+        train_epoch = jax.jit(
+            fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
+        )
     eval_fn = functools.partial(
-        evaluate, apply_fn=state.apply_fn, output_energy=state.output_energy
+        evaluate, model=create_model(config), output_energy=state.output_energy
     )
     examples_per_epoch = steps_per_epoch * config.batch_size
 
@@ -398,7 +513,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
                 batch_size=config.batch_size,
             )
             summary = jax.device_get(
-                {**summarize_epoch(train_metrics), **eval_fn(state.params, *test_set)}
+                {**summarize_epoch(train_metrics), **eval_fn(eval_variables(state), *test_set)}
             )
             record = _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
             _check_finite(record, config)
@@ -428,7 +543,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
             writer.close()
 
     if not history:  # Nothing to train and no metrics kept: evaluate the restored state.
-        final = jax.device_get(eval_fn(state.params, *test_set))
+        final = jax.device_get(eval_fn(eval_variables(state), *test_set))
         accuracy = float(final["test_accuracy"])
     else:
         accuracy = history[-1]["test_accuracy"]
