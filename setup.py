@@ -3,7 +3,7 @@
 import pathlib
 import re
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "flax_pc" / "__init__.py").read_text())[1]
@@ -48,13 +48,26 @@ DOCS = [
     "scikit-learn>=1.5",
 ]
 
+EXTRA_PACKAGES = {
+    "flax_pc_examples": "examples",
+    "flax_pc_examples.common": "examples/common",
+    "flax_pc_examples.mnist": "examples/mnist",
+    "flax_pc_examples.generative": "examples/generative",
+    "flax_pc_examples.configs": "configs",
+    "flax_pc_benchmarks": "benchmarks",
+}
+
 setup(
     name="flax_pc",
     version=VERSION,
     description="Predictive coding for Flax linen models: PCNode, energies, PCTrainState.",
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["flax_pc", "flax_pc.*"]),
+    # The examples, their configs and the benchmarks install as packages too
+    # (python examples/<name>/main.py imports its shared code from there).
+    packages=["flax_pc", *EXTRA_PACKAGES],
+    package_dir=EXTRA_PACKAGES,
+    package_data={"flax_pc": ["py.typed"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES, "docs": DOCS},

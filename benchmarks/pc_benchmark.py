@@ -32,15 +32,12 @@ import sys
 import time
 from typing import Any
 
-import bench_data as data_lib
-import bench_harness as harness
-import bench_models as models
-import bench_plots as plots
 import jax
 import numpy as np
-import plain_pc
 
 import flax_pc as fpc
+from flax_pc_benchmarks import data as data_lib
+from flax_pc_benchmarks import harness, models, plain_pc, plots
 
 SWEEPS = {
     "steps": (1, 4, 16, 64),
@@ -183,7 +180,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     Time ratios are the median over epochs (after the first) of the per-epoch
     ratio: both epochs of a pair ran in the same round, under the same load.
     Names: ``flax_pc`` and ``plain_jax`` have the inference loop unrolled,
-    ``*_rolled`` rolled (see :func:`bench_harness.make_variants`).
+    ``*_rolled`` rolled (see :func:`flax_pc_benchmarks.harness.make_variants`).
     """
     out = {}
 
@@ -302,7 +299,9 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         "ratios": ratios(results),
     }
     if args.flops:
-        from bench_flops import train_step_flops  # imports flax_pc too; only when asked
+        from flax_pc_benchmarks.flops import (
+            train_step_flops,  # imports flax_pc too; only when asked
+        )
 
         batch = workload.batch_size
         point["flops"] = train_step_flops(

@@ -1,8 +1,5 @@
 """benchmarks/: the plain-JAX yardstick computes what flax_pc computes, and the script runs."""
 
-import pathlib
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,12 +7,7 @@ import optax
 import pytest
 
 import flax_pc as fpc
-
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import bench_models as models  # noqa: E402
-import plain_pc  # noqa: E402
+from flax_pc_benchmarks import models, plain_pc
 
 STEPS = 3
 
@@ -124,7 +116,7 @@ def test_cnn_step_matches_plain_jax():
 
 @pytest.mark.slow
 def test_benchmark_script_runs_end_to_end(tmp_path):
-    import pc_benchmark
+    from flax_pc_benchmarks import pc_benchmark
 
     tiny = ["--data_dir", "synthetic", "--batches", "2", "--epochs", "2", "--repeats", "1"]
     tiny += ["--test_examples", "64", "--out", str(tmp_path)]
@@ -159,7 +151,7 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_script_runs_cnn_and_resnet(tmp_path):
-    import pc_benchmark
+    from flax_pc_benchmarks import pc_benchmark
 
     tiny = ["--data_dir", "synthetic", "--batches", "1", "--epochs", "1", "--repeats", "1"]
     tiny += ["--test_examples", "16", "--out", str(tmp_path), "--no_flops"]

@@ -3,7 +3,6 @@
 import importlib.util
 import pathlib
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +10,9 @@ import numpy as np
 import pytest
 
 import flax_pc as fpc
+from flax_pc_examples.mnist import models, train
 
 ROOT = pathlib.Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "mnist"))
-
-import models  # noqa: E402
-import train  # noqa: E402
 
 # configs/ is shared with other examples: these are examples/mnist's.
 MNIST_CONFIGS = (

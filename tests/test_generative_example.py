@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import flax_pc as fpc
+from flax_pc_examples.generative import train
 
 ROOT = pathlib.Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "generative"
@@ -38,28 +39,6 @@ METRICS = (
     "train_seconds",
     "examples_per_second",
 )
-
-
-def _import_example_train():
-    """examples/generative/train.py, imported beside examples/mnist's modules of the same names.
-
-    Both examples have ``train``, ``models`` and ``plots`` modules; other tests
-    import the MNIST ones in this process, so this one is imported with its
-    own folder first and the MNIST modules put back afterwards.
-    """
-    names = ("train", "models", "plots")
-    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        return importlib.import_module("train")
-    finally:
-        sys.path.remove(str(EXAMPLE))
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-gen_train = _import_example_train()
 
 
 def load_config(name: str):
@@ -89,7 +68,7 @@ def read_metrics(workdir):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_validates_and_every_field_is_documented(name):
     config = load_config(name)
-    gen_train.validate_config(config)
+    train.validate_config(config)
     assert set(config.keys()) == set(load_config("generative").keys())
     lines = (ROOT / "configs" / f"{name}.py").read_text().splitlines()
     for number, line in enumerate(lines):
@@ -138,8 +117,8 @@ BAD_FIELDS = [
 def test_bad_field_is_one_line(field, value, message):
     # A new ConfigDict: the loaded one refuses values of another type.
     config = ml_collections.ConfigDict({**load_config("generative").to_dict(), field: value})
-    with pytest.raises(gen_train.ConfigError, match=message) as error:
-        gen_train.validate_config(config)
+    with pytest.raises(train.ConfigError, match=message) as error:
+        train.validate_config(config)
     assert str(error.value).startswith(f"config.{field}")
     assert "\n" not in str(error.value)
 
@@ -148,7 +127,7 @@ def test_bad_field_is_one_line(field, value, message):
 def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay(weight_decay):
     config = load_config("generative_test")
     config.learning_rate, config.weight_decay = 1e-2, weight_decay
-    state = gen_train.create_train_state(config, jax.random.key(0))
+    state = train.create_train_state(config, jax.random.key(0))
     # Zero gradients: Adam's own step is 0, so only the decay moves the weights.
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     new = state.apply_gradients(grads=zeros)
@@ -162,8 +141,8 @@ def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay(weight_de
 
 def test_decode_is_the_feed_forward_pass_from_the_latent():
     config = load_config("generative_test")
-    model = gen_train.create_model(config)
-    prior = gen_train.models.prior_mean(3, config.latent_size)
+    model = train.create_model(config)
+    prior = train.models.prior_mean(3, config.latent_size)
     params = model.init(jax.random.key(0), prior)["params"]
     z = jax.random.normal(jax.random.key(1), prior.shape)
     # By hand: Dense on z, then tanh -> Dense per further layer.
@@ -171,7 +150,7 @@ def test_decode_is_the_feed_forward_pass_from_the_latent():
     for i in range(1, len(config.hidden_sizes) + 1):
         h = jnp.tanh(h) @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
     expected = h
-    decoded = gen_train.models.decode(model, params, z)
+    decoded = train.models.decode(model, params, z)
     np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)
     # The prior mean (zeros) is the latent's prediction: its energy is ½‖z‖².
     nodes = fpc.init_nodes(model.apply, params, prior)
@@ -184,9 +163,9 @@ def test_decode_is_the_feed_forward_pass_from_the_latent():
 
 def test_prior_samples_differ_and_are_images():
     config = load_config("generative_test")
-    model = gen_train.create_model(config)
-    params = model.init(jax.random.key(0), gen_train.models.prior_mean(1, config.latent_size))
-    samples = gen_train.sample_prior(config, params["params"], jax.random.key(1), 4)
+    model = train.create_model(config)
+    params = model.init(jax.random.key(0), train.models.prior_mean(1, config.latent_size))
+    samples = train.sample_prior(config, params["params"], jax.random.key(1), 4)
     assert samples.shape == (4, 784)
     assert float(jnp.min(samples)) >= 0 and float(jnp.max(samples)) <= 1
     assert float(jnp.std(samples[0] - samples[1])) > 0

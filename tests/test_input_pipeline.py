@@ -3,15 +3,12 @@
 import gzip
 import hashlib
 import pathlib
-import sys
 import time
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "examples" / "mnist"))
-
-import input_pipeline  # noqa: E402
+from flax_pc_examples.common import input_pipeline
 
 IMAGES = {"train": 20, "test": 8}
 

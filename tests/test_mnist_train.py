@@ -21,8 +21,10 @@ import jax
 import numpy as np
 import pytest
 
+from flax_pc_examples.common import input_pipeline
+from flax_pc_examples.mnist import train
+
 ROOT = pathlib.Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "mnist"))  # for the in-process tests
 MAIN = "examples/mnist/main.py"
 VOLATILE = ("seconds", "examples_per_second")  # wall-clock measurements
 
@@ -30,10 +32,9 @@ VOLATILE = ("seconds", "examples_per_second")  # wall-clock measurements
 # to be saved: after that epoch's metrics line, before its checkpoint exists.
 KILLED_AT_SAVE = """
 import os, signal, sys
-sys.path.insert(0, "examples/mnist")
 sys.argv = ["{main}"] + sys.argv[1:]
 from absl import app
-import main, train
+from flax_pc_examples.mnist import main, train
 
 save = train.ocp.CheckpointManager.save
 
@@ -289,7 +290,6 @@ def _leaves(tree):
     ids=["resnet-batchnorm-dropout", "cnn", "ipc-cross-entropy-zeros", "bp-adamw-cosine"],
 )
 def test_variants_train_in_process(overrides, tmp_path):
-    import train
 
     state = train.train_and_evaluate(_test_config(**overrides), str(tmp_path))
     records = read_metrics(tmp_path)
@@ -320,7 +320,6 @@ def test_batch_loop_gives_the_epoch_loops_result(overrides, rtol, tmp_path):
     the MLP's params too. Another data order or dropout mask changes the
     metrics by far more.
     """
-    import train
 
     states, records = {}, {}
     for loop in ("epoch", "batch"):
@@ -343,7 +342,6 @@ def test_batch_loop_gives_the_epoch_loops_result(overrides, rtol, tmp_path):
 
 @pytest.mark.slow
 def test_model_state_survives_checkpoint_and_resume(tmp_path):
-    import train
 
     config = _test_config(num_epochs=2, **RESNET)
     whole = train.train_and_evaluate(config, str(tmp_path / "whole"))
@@ -371,9 +369,7 @@ def test_model_state_survives_checkpoint_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_tfds_mnist_in_process(tmp_path, monkeypatch):
-    import input_pipeline
     import tensorflow_datasets as tfds
-    import train
 
     monkeypatch.setattr(input_pipeline, "network_available", lambda: True)
     config = _test_config(dataset="mnist", batch_size=32)

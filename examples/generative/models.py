@@ -9,7 +9,7 @@ the image, which training clamps through the output energy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -17,16 +17,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 import flax_pc as fpc
+from flax_pc_examples.common.activations import ACTIVATIONS
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": nn.tanh,
-    "relu": nn.relu,
-    "leaky_relu": nn.leaky_relu,
-    "gelu": nn.gelu,
-    "silu": nn.silu,
-    "elu": nn.elu,
-    "sigmoid": nn.sigmoid,
-}
 #: Name of the latent node in the :data:`flax_pc.NODES` collection.
 LATENT = "latent"
 
@@ -43,7 +35,7 @@ class Decoder(nn.Module):
     Attributes:
       hidden_sizes: the width of each hidden layer, from the latent down.
       image_size: the output width (flattened pixels).
-      activation: a name in :data:`ACTIVATIONS`.
+      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
       latent_init: how the latent node starts: ``'zeros'`` (the prior mean,
         for inference) or ``'normal'`` (a draw from the N(0, I) prior, for
         sampling; needs ``rng`` in :func:`flax_pc.init_nodes`).

@@ -19,10 +19,7 @@ workdir resumes), ``curves.png`` and ``samples.png``.
 
 from __future__ import annotations
 
-import logging as std_logging
-import math
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -30,24 +27,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import models
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import plots
 from absl import logging
 
 import flax_pc as fpc
-
-_HERE = pathlib.Path(__file__).parent
-# The MNIST example's data loading and workdir records, reused. Appended, not
-# prepended: this folder's own train/models/plots must win over the MNIST ones.
-if str(_HERE.parent / "mnist") not in sys.path:
-    sys.path.append(str(_HERE.parent / "mnist"))
-import config_checks  # noqa: E402
-import input_pipeline  # noqa: E402
-import records  # noqa: E402
-from config_checks import ConfigError  # noqa: E402
+from flax_pc_examples.common import config_checks, input_pipeline, loop, records
+from flax_pc_examples.common.activations import ACTIVATIONS
+from flax_pc_examples.common.config_checks import ConfigError
+from flax_pc_examples.generative import models, plots
 
 #: Output energies, and how each turns the model's output into an image.
 OUTPUT_ENERGIES = {
@@ -67,12 +55,8 @@ TOP_HALF = (np.arange(IMAGE_SIZE) < IMAGE_SIZE // 2).astype(np.float32)
 MODEL_FIELDS = ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
 
 
-class DivergedError(Exception):
-    """Training produced a non-finite energy or MSE."""
-
-
 #: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = (ConfigError, records.WorkdirError, DivergedError, input_pipeline.DataError)
+USER_ERRORS = (ConfigError, records.WorkdirError, loop.DivergedError, input_pipeline.DataError)
 
 
 # --- Config ------------------------------------------------------------------
@@ -95,7 +79,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive_int("synthetic_test_size")
     positive_int("latent_size")
     checker.sizes("hidden_sizes", required=False)
-    one_of("activation", models.ACTIVATIONS)
+    one_of("activation", ACTIVATIONS)
     one_of("output_energy", OUTPUT_ENERGIES)
     positive_int("inference_steps")
     positive_float("node_learning_rate")
@@ -304,13 +288,6 @@ def save_samples(
     plots.plot_samples(rows, path, IMAGE_SHAPE, title=title)
 
 
-class _OwnInfoOnly(std_logging.Filter):
-    """Keeps INFO lines of this example only: orbax logs dozens per checkpoint."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or record.pathname.startswith(str(_HERE))
-
-
 # --- The loop ----------------------------------------------------------------
 
 
@@ -325,20 +302,16 @@ def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
 
 
 def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
-    keys = ("train_energy", "test_mse", "masked_mse", "denoised_mse")
-    if all(math.isfinite(record[k]) for k in keys):
-        return
-    kept = (
-        f"The last good checkpoint (epoch {record['epoch'] - 1}) is kept."
-        if record["epoch"] > 1
-        else "No checkpoint was saved."
-    )
-    raise DivergedError(
-        f"the energy became {record['train_energy']} in epoch {record['epoch']} (test MSE "
-        f"{record['test_mse']}): training or test-time inference diverged; lower "
-        f"config.node_learning_rate (now {config.node_learning_rate}), "
+    advice = (
+        f"lower config.node_learning_rate (now {config.node_learning_rate}), "
         f"config.eval_node_learning_rate (now {config.eval_node_learning_rate}) or "
-        f"config.learning_rate (now {config.learning_rate}). {kept}"
+        f"config.learning_rate (now {config.learning_rate})"
+    )
+    loop.check_finite(
+        record,
+        {"test_mse": "test MSE", "masked_mse": "masked MSE", "denoised_mse": "denoised MSE"},
+        "training or test-time inference",
+        advice,
     )
 
 
@@ -368,7 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
       DivergedError: the energy or an MSE became NaN or infinite (the
         checkpoint of the last good epoch is kept).
     """
-    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    loop.quiet_other_info_logs()
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
     records.check_workdir(config, workdir_path, fields=MODEL_FIELDS)
@@ -408,6 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     history = records.read_metrics(workdir_path, start_epoch)
     records.write_metrics(workdir_path, history)
     records.write_config(workdir_path, config)
+    writer = records.create_writer(workdir_path, config if not start_epoch else None)
 
     # The model's input is the prior mean for every example; the images are its targets.
     train_images = jax.device_put(splits.train_images.reshape(-1, IMAGE_SIZE))
@@ -419,64 +393,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     evaluate = make_evaluate(config)
     examples_per_epoch = (num_train // config.batch_size) * config.batch_size
 
-    if start_epoch < config.num_epochs:
-        logging.info(
-            "Training epochs %d..%d (the first one compiles).", start_epoch + 1, config.num_epochs
-        )
-    progress = None
-    if sys.stderr.isatty() and start_epoch < config.num_epochs:
-        from tqdm import tqdm
-
-        progress = tqdm(
-            total=config.num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True
-        )
     images = None
-    try:
-        for epoch in range(start_epoch + 1, config.num_epochs + 1):
-            start = time.perf_counter()
-            state, train_metrics = train_epoch(
-                state,
-                prior,
-                train_images,
-                jax.random.fold_in(data_rng, epoch),
-                batch_size=config.batch_size,
-            )
-            summary = jax.device_get(summarize_epoch(train_metrics))
-            train_seconds = time.perf_counter() - start
-            eval_metrics, images = evaluate(state.params, eval_set)
-            eval_metrics = jax.device_get(eval_metrics)
-            seconds = time.perf_counter() - start
-            record = {
-                "epoch": epoch,
-                "train_energy": float(summary["train_energy"]),
-                **{k: float(v) for k, v in eval_metrics.items()},
-                "seconds": seconds,
-                "train_seconds": train_seconds,
-                "examples_per_second": examples_per_epoch / train_seconds,
-                "energy_per_step": [float(e) for e in summary["energy_per_step"]],
-                "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
-            }
-            _check_finite(record, config)
 
-            history.append(record)
-            # The metrics line goes first: a run killed before its checkpoint is
-            # complete redoes the epoch, and the resume drops the line again.
-            records.append_metrics(workdir_path, record)
-            checkpoints.save(epoch, args=ocp.args.StandardSave(state))
-            if progress is not None:
-                progress.set_postfix(
-                    energy=f"{record['train_energy']:.2f}",
-                    test_mse=f"{record['test_mse']:.4f}",
-                    refresh=False,
-                )
-                progress.update()
-            else:
-                logging.info(_format_epoch(record, config.num_epochs))
-    finally:
-        if progress is not None:
-            progress.close()
-        checkpoints.wait_until_finished()
-        checkpoints.close()
+    def run_epoch(state, epoch):
+        nonlocal images
+        start = time.perf_counter()
+        state, train_metrics = train_epoch(
+            state,
+            prior,
+            train_images,
+            jax.random.fold_in(data_rng, epoch),
+            batch_size=config.batch_size,
+        )
+        summary = jax.device_get(summarize_epoch(train_metrics))
+        train_seconds = time.perf_counter() - start
+        eval_metrics, images = evaluate(state.params, eval_set)
+        eval_metrics = jax.device_get(eval_metrics)
+        return state, {
+            "epoch": epoch,
+            "train_energy": float(summary["train_energy"]),
+            **{k: float(v) for k, v in eval_metrics.items()},
+            "seconds": time.perf_counter() - start,
+            "train_seconds": train_seconds,
+            "examples_per_second": examples_per_epoch / train_seconds,
+            "energy_per_step": [float(e) for e in summary["energy_per_step"]],
+            "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
+        }
+
+    state = loop.train_epochs(
+        state,
+        run_epoch,
+        workdir=workdir_path,
+        checkpoints=checkpoints,
+        writer=writer,
+        history=history,
+        start_epoch=start_epoch,
+        num_epochs=config.num_epochs,
+        log_line=lambda record: _format_epoch(record, config.num_epochs),
+        progress_fields=lambda record: {
+            "energy": f"{record['train_energy']:.2f}",
+            "test_mse": f"{record['test_mse']:.4f}",
+        },
+        check=lambda record: _check_finite(record, config),
+    )
 
     epochs = max(config.num_epochs, start_epoch)
     if images is None:  # Nothing trained in this run: evaluate the restored state.

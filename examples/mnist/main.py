@@ -2,32 +2,15 @@
 
     python examples/mnist/main.py --config=configs/default.py --workdir=workdir/default
 
-The logic lives in ``train.py``; this file only parses the flags.
+The logic lives in ``train.py``; the flags in ``flax_pc_examples.common.cli``.
 """
 
-import sys
+from absl import app
 
-import train
-from absl import app, flags
-from ml_collections import config_flags
+from flax_pc_examples.common import cli
+from flax_pc_examples.mnist import train
 
-FLAGS = flags.FLAGS
-
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, summaries and plots.")
-config_flags.DEFINE_config_file(
-    "config", None, "File path to the training hyperparameter configuration.", lock_config=True
-)
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError("Too many command-line arguments.")
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except train.USER_ERRORS as e:
-        sys.exit(f"Error: {e}")
-
+main = cli.make_main(train.train_and_evaluate, train.USER_ERRORS)
 
 if __name__ == "__main__":
     app.run(main)

@@ -12,24 +12,13 @@ their values and energies during training.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 from flax import linen as nn
 
 import flax_pc as fpc
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": nn.tanh,
-    "relu": nn.relu,
-    "leaky_relu": nn.leaky_relu,
-    "gelu": nn.gelu,
-    "silu": nn.silu,
-    "elu": nn.elu,
-    "sigmoid": nn.sigmoid,
-    "hard_tanh": nn.hard_tanh,
-    "linear": lambda x: x,
-}
+from flax_pc_examples.common.activations import ACTIVATIONS
 
 
 class MLP(nn.Module):
@@ -38,7 +27,7 @@ class MLP(nn.Module):
     Attributes:
       hidden_sizes: the width of each hidden layer.
       num_classes: the output width (the prediction for the clamped target).
-      activation: a name in :data:`ACTIVATIONS`.
+      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
       node_init: how each node's value starts a batch (``PCNode``'s ``value_init``).
       node_init_stddev: its standard deviation for ``node_init='normal'``.
       dropout_rate: dropout before the output layer in training (0: none).
@@ -109,7 +98,7 @@ class ResidualBlock(nn.Module):
     Attributes:
       features: output channels.
       strides: the first conv's stride (2 halves the resolution).
-      activation: a name in :data:`ACTIVATIONS`.
+      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
     """
 
     features: int
@@ -144,7 +133,7 @@ class ResNet(nn.Module):
       stage_features: the channels of each stage.
       blocks_per_stage: residual blocks in each stage.
       num_classes: the output width.
-      activation: a name in :data:`ACTIVATIONS`.
+      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
       node_init, node_init_stddev: as in :class:`MLP`.
       dropout_rate: dropout before the output layer in training (0: none).
     """

@@ -13,28 +13,23 @@ workdir resumes from the latest checkpoint.
 from __future__ import annotations
 
 import functools
-import logging as std_logging
 import math
 import pathlib
-import sys
 import time
 from typing import Any
 
-import config_checks
-import input_pipeline
 import jax
 import jax.numpy as jnp
 import ml_collections
-import models
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import plots
-import records
 from absl import logging
-from config_checks import ConfigError, is_number
 
 import flax_pc as fpc
+from flax_pc_examples.common import config_checks, input_pipeline, loop, records
+from flax_pc_examples.common.activations import ACTIVATIONS
+from flax_pc_examples.common.config_checks import ConfigError, is_number
+from flax_pc_examples.mnist import models, plots
 
 MODELS = ("mlp", "cnn", "resnet")
 #: Models with convolutions: ``loop='auto'`` trains them batch by batch on CPU.
@@ -49,15 +44,8 @@ NODE_INITS = ("forward", "zeros", "normal")
 LOOPS = ("auto", "epoch", "batch")
 
 
-_HERE = str(pathlib.Path(__file__).parent)
-
-
-class DivergedError(Exception):
-    """Training produced a non-finite energy or loss."""
-
-
 #: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = (ConfigError, records.WorkdirError, DivergedError, input_pipeline.DataError)
+USER_ERRORS = (ConfigError, records.WorkdirError, loop.DivergedError, input_pipeline.DataError)
 
 
 # --- Config ------------------------------------------------------------------
@@ -86,7 +74,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     sizes("resnet_stage_features", required=config.model == "resnet")
     positive_int("resnet_blocks_per_stage")
     checker.fraction("dropout_rate")
-    one_of("activation", models.ACTIVATIONS)
+    one_of("activation", ACTIVATIONS)
     one_of("algorithm", fpc.ALGORITHMS)
     one_of("output_energy", OUTPUT_ENERGIES)
     positive_int("inference_steps")
@@ -332,13 +320,6 @@ def summarize_epoch(metrics):
 # --- The loop ----------------------------------------------------------------
 
 
-class _OwnInfoOnly(std_logging.Filter):
-    """Keeps INFO lines of this example only: orbax logs dozens per checkpoint."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or record.pathname.startswith(_HERE)
-
-
 def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
     return (
         f"epoch {record['epoch']}/{num_epochs}: train energy {record['train_energy']:.4f}, "
@@ -349,25 +330,15 @@ def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
 
 
 def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
-    values = [record["train_energy"], record["train_loss"], record["test_loss"]]
-    if all(math.isfinite(v) for v in values):
-        return
     if config.algorithm == "bp":
-        hint = f"lower config.learning_rate (now {config.learning_rate})"
+        advice = f"lower config.learning_rate (now {config.learning_rate})"
     else:
-        hint = (
+        advice = (
             f"lower config.node_learning_rate (now {config.node_learning_rate}) or "
             f"config.learning_rate (now {config.learning_rate})"
         )
-    kept = (
-        f"The last good checkpoint (epoch {record['epoch'] - 1}) is kept."
-        if record["epoch"] > 1
-        else "No checkpoint was saved."
-    )
-    raise DivergedError(
-        f"the energy became {record['train_energy']} in epoch {record['epoch']} (train loss "
-        f"{record['train_loss']}, test loss {record['test_loss']}): training diverged; {hint}. "
-        f"{kept}"
+    loop.check_finite(
+        record, {"train_loss": "train loss", "test_loss": "test loss"}, "training", advice
     )
 
 
@@ -410,14 +381,6 @@ def _epoch_record(
     }
 
 
-def _scalars(record: dict[str, Any]) -> dict[str, float]:
-    """The TensorBoard scalars of an epoch."""
-    scalars = {k: v for k, v in record.items() if isinstance(v, float)}
-    scalars.update({f"node_energy/{k}": v for k, v in record["node_energies"].items()})
-    scalars.update({f"energy_at_step/{t}": v for t, v in enumerate(record["energy_per_step"])})
-    return scalars
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.PCTrainState:
     """Trains ``config``'s model for ``config.num_epochs``, evaluating after each epoch.
 
@@ -436,9 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
       DivergedError: the energy became NaN or infinite (the checkpoint of the
         last good epoch is kept).
     """
-    handler = logging.get_absl_handler()
-    if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
-        handler.addFilter(_OwnInfoOnly())
+    loop.quiet_other_info_logs()
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
     records.check_workdir(config, workdir_path)
@@ -461,8 +422,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
     steps_per_epoch = num_train // config.batch_size
     state = create_train_state(config, init_rng, steps_per_epoch)
-    loop = resolve_loop(config)
-    logging.info("%s.", _describe(config, state.params, loop))
+    loop_kind = resolve_loop(config)
+    logging.info("%s.", _describe(config, state.params, loop_kind))
 
     workdir_path.mkdir(parents=True, exist_ok=True)
     checkpoints = records.open_checkpoints(workdir_path, config.checkpoints_to_keep)
@@ -480,7 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
         jax.device_put(a)
         for a in _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
     ]
-    if loop == "batch":
+    if loop_kind == "batch":
         train_epoch = functools.partial(batch_loop_epoch, make_batch_step())
     else:
         train_epoch = jax.jit(
@@ -491,56 +452,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     )
     examples_per_epoch = steps_per_epoch * config.batch_size
 
-    if start_epoch < config.num_epochs:
-        logging.info(
-            "Training epochs %d..%d (the first one compiles).", start_epoch + 1, config.num_epochs
+    def run_epoch(state, epoch):
+        start = time.perf_counter()
+        state, train_metrics = train_epoch(
+            state,
+            train_images,
+            train_targets,
+            jax.random.fold_in(data_rng, epoch),
+            batch_size=config.batch_size,
         )
-    progress = None
-    if sys.stderr.isatty() and start_epoch < config.num_epochs:
-        from tqdm import tqdm
-
-        progress = tqdm(
-            total=config.num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True
+        summary = jax.device_get(
+            {**summarize_epoch(train_metrics), **eval_fn(eval_variables(state), *test_set)}
         )
-    try:
-        for epoch in range(start_epoch + 1, config.num_epochs + 1):
-            start = time.perf_counter()
-            state, train_metrics = train_epoch(
-                state,
-                train_images,
-                train_targets,
-                jax.random.fold_in(data_rng, epoch),
-                batch_size=config.batch_size,
-            )
-            summary = jax.device_get(
-                {**summarize_epoch(train_metrics), **eval_fn(eval_variables(state), *test_set)}
-            )
-            record = _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
-            _check_finite(record, config)
+        return state, _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
 
-            history.append(record)
-            # The metrics line goes first: a run killed before its checkpoint is
-            # complete redoes the epoch, and the resume drops the line again.
-            records.append_metrics(workdir_path, record)
-            checkpoints.save(epoch, args=ocp.args.StandardSave(state))
-            if writer is not None:
-                writer.write_scalars(epoch, _scalars(record))
-            if progress is not None:
-                progress.set_postfix(
-                    energy=f"{record['train_energy']:.3f}",
-                    test_acc=f"{100 * record['test_accuracy']:.2f}%",
-                    refresh=False,
-                )
-                progress.update()
-            else:
-                logging.info(_format_epoch(record, config.num_epochs))
-    finally:
-        if progress is not None:
-            progress.close()
-        checkpoints.wait_until_finished()
-        checkpoints.close()
-        if writer is not None:
-            writer.close()
+    state = loop.train_epochs(
+        state,
+        run_epoch,
+        workdir=workdir_path,
+        checkpoints=checkpoints,
+        writer=writer,
+        history=history,
+        start_epoch=start_epoch,
+        num_epochs=config.num_epochs,
+        log_line=lambda record: _format_epoch(record, config.num_epochs),
+        progress_fields=lambda record: {
+            "energy": f"{record['train_energy']:.3f}",
+            "test_acc": f"{100 * record['test_accuracy']:.2f}%",
+        },
+        check=lambda record: _check_finite(record, config),
+    )
 
     if not history:  # Nothing to train and no metrics kept: evaluate the restored state.
         final = jax.device_get(eval_fn(eval_variables(state), *test_set))

@@ -19,13 +19,12 @@ import functools
 import math
 from typing import Any
 
-import bench_harness as harness
 import jax
 import optax
-import plain_pc
 from jax._src.lax.control_flow import loops as _loops
 
 import flax_pc as fpc
+from flax_pc_benchmarks import harness, plain_pc
 
 
 @contextlib.contextmanager

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import plain_pc
 from flax import linen as nn
 
 import flax_pc as fpc
+from flax_pc_benchmarks import plain_pc
 
 Array = jax.Array
 IMPLS = ("flax_pc", "plain_jax", "backprop")

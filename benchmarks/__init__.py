@@ -1,0 +1,1 @@
+"""The benchmarks, importable as ``flax_pc_benchmarks``."""

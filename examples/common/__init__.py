@@ -1,0 +1,1 @@
+"""Code the examples share: config checks, data, the workdir, the command line."""

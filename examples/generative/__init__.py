@@ -1,0 +1,1 @@
+"""A predictive-coding decoder of Fashion-MNIST."""

@@ -1,0 +1,1 @@
+"""MNIST classification by predictive coding."""
