@@ -4,6 +4,11 @@ MLP 784-128-128-128-10 with tanh and a value node after each hidden layer,
 squared-error output energy, T=4 inference steps of SGD (lr 0.01) on the
 nodes, then one Adam step (lr 1e-3) on the weights; batch 256, 4 epochs.
 Expect about 96% MNIST test accuracy.
+
+This file defines and documents every field of examples/mnist's configs (one
+comment per field: its type and allowed values, then its meaning); the other
+configs of examples/mnist start from ``get_config()`` here and state only what
+they change. Override any field on the command line: ``--config.num_epochs=10``.
 """
 
 import ml_collections
@@ -15,9 +20,11 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     # Data.
-    # str: 'mnist', 'fashion_mnist' or 'synthetic' (a learnable stand-in, no files).
+    # str: 'mnist', 'fashion_mnist' or 'synthetic' (class-dependent blobs with noise: a
+    # learnable stand-in, no files).
     config.dataset = "mnist"
-    # str or None: a folder with the four IDX .gz files (offline runs); None loads from TFDS.
+    # str or None: a folder with the four IDX .gz files, read with numpy alone (offline runs);
+    # None loads `dataset` from TFDS.
     config.data_dir = config_dict.placeholder(str)
     # int > 0: training examples of dataset='synthetic' (ignored otherwise).
     config.synthetic_train_size = 1024
@@ -27,26 +34,34 @@ def get_config() -> ml_collections.ConfigDict:
     # Model.
     # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers) or 'resnet'.
     config.model = "mlp"
-    # tuple of int > 0: widths of the hidden Dense layers, each followed by a value node.
+    # tuple of int > 0: widths of the hidden Dense layers (after the conv blocks for 'cnn'),
+    # each followed by a value node; mlp and cnn only.
     config.hidden_sizes = (128, 128, 128)
-    # tuple of int > 0: channels of the conv blocks (3x3 conv, 2x2 avg pool, value node); cnn only.
+    # tuple of int > 0: channels of the conv blocks (3x3 nn.Conv, activation, 2x2 average pool,
+    # value node); cnn only.
     config.conv_features = (16, 32)
     # str: hidden activation: tanh, relu, leaky_relu, gelu, silu, elu, sigmoid, hard_tanh, linear.
     config.activation = "tanh"
-    # int > 0: channels of the stem (3x3 conv, stride 2, BatchNorm, value node); resnet only.
+    # int > 0: channels of the ResNet's stem (3x3 conv with stride 2: 28x28 -> 14x14, BatchNorm,
+    # activation, value node); resnet only.
     config.resnet_stem_features = 16
-    # tuple of int > 0: channels of the stages (each after the first halves the image); resnet only.
+    # tuple of int > 0: channels of each stage of residual blocks; every stage after the first
+    # starts with a stride-2 block (halves the image); resnet only.
     config.resnet_stage_features = (16, 32, 64)
-    # int > 0: residual blocks (conv-BN-act-conv-BN, skip, act, value node) per stage; resnet only.
+    # int > 0: residual blocks per stage (conv-BN-act-conv-BN plus the skip, a 1x1 conv + BN
+    # projection where the shape changes; then act and a value node); resnet only.
     config.resnet_blocks_per_stage = 1
-    # float in [0, 1): dropout before the output layer in training (one mask per batch).
+    # float in [0, 1): dropout before the output layer, in training only (one mask per batch;
+    # see the README's "BatchNorm and Dropout under PC"); every model.
     config.dropout_rate = 0.0
 
     # Predictive coding.
-    # str: learning rule: 'pc' (inference, then a weight step), 'ipc' (incremental PC:
-    # nodes and weights step together) or 'bp' (plain backprop, nodes ignored).
+    # str: learning rule: 'pc' (inference, then one weight step), 'ipc' (incremental PC: a
+    # joint node and weight step at each of the T steps) or 'bp' (plain backprop of the output
+    # energy, nodes ignored).
     config.algorithm = "pc"
-    # str: energy of the output against the one-hot target: 'squared_error' or 'cross_entropy'.
+    # str: energy of the output against the one-hot target: 'squared_error' or 'cross_entropy'
+    # (on logits); also the reported loss.
     config.output_energy = "squared_error"
     # int > 0: T, node updates per batch (for 'ipc': joint node and weight updates per batch).
     config.inference_steps = 4
@@ -59,13 +74,14 @@ def get_config() -> ml_collections.ConfigDict:
     # float > 0: standard deviation of node_init='normal'.
     config.node_init_stddev = 1.0
     # float != 0 or None: output nudging beta: clamp the output to out - beta * (out - target)
-    # and scale the weight gradient by 1 / beta (1: clamping; None: plain clamping).
+    # (out: the feed-forward output) and scale the weight gradient by 1 / beta; 1 is clamping,
+    # 0 < beta < 1 positive, beta < 0 negative nudging; None: plain clamping. 'pc'/'ipc' only.
     config.nudging = config_dict.placeholder(float)
 
     # Weights.
-    # str: 'adam' or 'adamw' (Adam with decoupled weight decay).
+    # str: the weights' optimizer: 'adam' or 'adamw' (Adam with decoupled weight decay).
     config.optimizer = "adam"
-    # float > 0: learning rate of the weights.
+    # float > 0: learning rate of the weights (the peak, with a schedule).
     config.learning_rate = 1e-3
     # str: 'constant', or 'cosine' (decays to 0 over num_epochs; more epochs on resume change it).
     config.lr_schedule = "constant"
@@ -73,10 +89,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 0.0
 
     # Loop.
-    # str: 'epoch' (one lax.scan per epoch), 'batch' (a jitted step per batch; same order and
-    # results) or 'auto' ('batch' for the conv models on CPU, else 'epoch').
+    # str: 'epoch' (fpc.train_epoch: one lax.scan per epoch), 'batch' (a Python loop over one
+    # jitted train_step; same batches, keys and metrics) or 'auto' ('batch' for 'cnn' and
+    # 'resnet' on CPU, else 'epoch'); see the README's section on config.loop.
     config.loop = "auto"
-    # int > 0: examples per weight update; the epoch's last partial batch is dropped.
+    # int > 0: examples per weight update, at most the training set; the epoch's last partial
+    # batch is dropped.
     config.batch_size = 256
     # int > 0: test examples evaluated at once (bounds the evaluation's memory).
     config.eval_batch_size = 1000

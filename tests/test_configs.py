@@ -1,5 +1,12 @@
-"""configs/*.py load and validate; every bad field gets its one-line error; the models."""
+"""configs/*.py load and validate; every bad field gets its one-line error; the models.
 
+The configs' layout: ``default.py`` (examples/mnist) and ``generative.py``
+(examples/generative) define and document every field; every other config
+starts from one of them (or from a config derived from one) and states only what
+it changes, each change with a comment saying why.
+"""
+
+import ast
 import importlib.util
 import pathlib
 import re
@@ -13,6 +20,7 @@ import flax_pc as fpc
 from flax_pc_examples.mnist import models, train
 
 ROOT = pathlib.Path(__file__).parents[1]
+CONFIGS = ROOT / "configs"
 
 # configs/ is shared with other examples: these are examples/mnist's.
 MNIST_CONFIGS = (
@@ -25,37 +33,119 @@ MNIST_CONFIGS = (
     "resnet",
     "test",
 )
-CONFIG_FILES = [ROOT / "configs" / f"{name}.py" for name in MNIST_CONFIGS]
+CONFIG_FILES = [CONFIGS / f"{name}.py" for name in MNIST_CONFIGS]
+
+# The configs that define and document every field: one per example.
+DEFAULTS = ("default", "generative")
+# Every other config, with the config it starts from, and that one's default.
+BASES = {
+    "backprop": "default",
+    "cnn": "default",
+    "fashion_mnist": "default",
+    "fashion_mnist_ipc": "fashion_mnist",
+    "ipc": "default",
+    "resnet": "default",
+    "test": "default",
+    "generative_test": "generative",
+}
+
+
+def default_of(name: str) -> str:
+    while name in BASES:
+        name = BASES[name]
+    return name
 
 
 def load_config(name: str):
-    path = ROOT / "configs" / f"{name}.py"
+    path = CONFIGS / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
 
 
+def assigned_fields(name: str) -> list[tuple[int, str]]:
+    """(line number, field) of each ``config.<field> = ...`` in configs/<name>.py."""
+    tree = ast.parse((CONFIGS / f"{name}.py").read_text())
+    return [
+        (node.lineno, target.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "config"
+    ]
+
+
 def test_the_expected_configs_exist():
     for path in CONFIG_FILES:
         assert path.is_file(), path
+    # Every file in configs/ is a default or derives from one (a new file must be listed).
+    names = {p.stem for p in CONFIGS.glob("*.py")} - {"__init__"}
+    assert names == set(DEFAULTS) | set(BASES)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
 def test_config_loads_and_validates(path):
     config = load_config(path.stem)
     train.validate_config(config)
-    # Self-contained: every file sets every field the example reads.
+    # Complete: every config has every field the example reads.
     assert set(config.keys()) == set(load_config("default").keys())
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
-def test_every_field_is_documented(path):
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines):
-        if re.match(r"\s+config\.\w+ = ", line):
-            documented = "#" in line or lines[number - 1].strip().startswith("#")
-            assert documented, f"{path.name}:{number + 1} has no comment: {line.strip()}"
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_every_field_of_the_defaults_is_documented(name):
+    """Each field of a default config is set once, under a comment that gives its type first."""
+    lines = (CONFIGS / f"{name}.py").read_text().splitlines()
+    fields = assigned_fields(name)
+    assert sorted(field for _, field in fields) == sorted(load_config(name).keys())
+    for number, field in fields:
+        line = lines[number - 1]
+        assert "#" not in line, f"{name}.py:{number}: the comment goes above: {line.strip()}"
+        comment = []
+        for above in reversed(lines[: number - 1]):
+            if not above.strip().startswith("#"):
+                break
+            comment.insert(0, above.strip())
+        assert comment, f"{name}.py:{number} has no comment: {line.strip()}"
+        # The comment block may start with a section heading ("# Data."); then the type.
+        typed = [c for c in comment if re.match(r"# (str|int|float|bool|tuple)\b[^:]*: \S", c)]
+        assert typed, f"{name}.py:{number}: the comment on {field} does not start with its type"
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_derived_configs_state_only_what_they_change(name):
+    """A derived config starts from its base and sets only fields it changes, each with a why."""
+    base, config = load_config(BASES[name]), load_config(name)
+    # The same fields as its default: no field added, none left out.
+    assert set(config.keys()) == set(load_config(default_of(name)).keys())
+    text = (CONFIGS / f"{name}.py").read_text()
+    assert f"from flax_pc_examples.configs import {BASES[name]} as {BASES[name]}_lib" in text
+    assert f"config = {BASES[name]}_lib.get_config()" in text
+    assert "ConfigDict(" not in text and "placeholder(" not in text
+    lines = text.splitlines()
+    fields = assigned_fields(name)
+    assert len({field for _, field in fields}) == len(fields), f"{name}.py sets a field twice"
+    for number, field in fields:
+        line = lines[number - 1]
+        # No silent restating: every field it sets differs from its base's value.
+        assert config[field] != base[field], (
+            f"{name}.py:{number} restates {BASES[name]}.py's value: {line.strip()}"
+        )
+        assert lines[number - 2].strip().startswith("#"), (
+            f"{name}.py:{number}: say why above the change: {line.strip()}"
+        )
+    # And every field that differs from its base is set here, visibly.
+    changed = {key for key in config.keys() if config[key] != base[key]}
+    assert changed == {field for _, field in fields}
+
+
+def test_readmes_link_to_the_field_documentation_instead_of_repeating_it():
+    for readme, default in [("mnist", "default"), ("generative", "generative")]:
+        text = (ROOT / "examples" / readme / "README.md").read_text()
+        assert f"configs/{default}.py" in text
+        assert "| field | type | default | meaning |" not in text
 
 
 def test_default_is_the_reference_workload():
