@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import math
 import pathlib
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -24,6 +27,60 @@ _EXAMPLES = str(pathlib.Path(__file__).parents[1])
 
 class DivergedError(Exception):
     """Training produced a non-finite energy or loss."""
+
+
+class StoppedError(Exception):
+    """A stop signal (SIGTERM, Ctrl-C) ended the run; a rerun resumes it."""
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler; a BaseException so no ``except Exception`` eats it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.name = signal.Signals(signum).name
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT raise :class:`_Stop`, except inside :meth:`deferred`.
+
+    Inside it (the metrics line and the start of a checkpoint's save) a
+    signal is held and raised when the block ends, so a run never stops
+    half-way through recording an epoch.
+    """
+
+    def __init__(self) -> None:
+        self._deferring = False
+        self._pending: int | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._deferring:
+            self._pending = signum
+        else:
+            raise _Stop(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            if self._pending is not None:
+                signum, self._pending = self._pending, None
+                raise _Stop(signum)
 
 
 class _OwnInfoOnly(std_logging.Filter):
@@ -93,10 +150,14 @@ def train_epochs(
     ``metrics.jsonl`` line (appended to ``history`` too), a checkpoint,
     TensorBoard scalars, and a progress bar on a terminal or ``log_line``
     in a log. The checkpoints and the writer are closed at the end, also
-    on an error.
+    on an error; a checkpoint being written is completed first.
 
     Returns:
       The final state.
+
+    Raises:
+      StoppedError: SIGTERM or Ctrl-C; the message says which epoch a rerun
+        resumes from.
     """
     if start_epoch < num_epochs:
         logging.info(
@@ -107,24 +168,43 @@ def train_epochs(
         from tqdm import tqdm
 
         progress = tqdm(total=num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True)
+    stop_signals = _StopSignals()
+    epoch = start_epoch
     try:
-        for epoch in range(start_epoch + 1, num_epochs + 1):
-            start = time.perf_counter()
-            state, record = run_epoch(state, epoch)
-            record.setdefault("seconds", time.perf_counter() - start)
-            check(record)
-            history.append(record)
-            # The metrics line goes first: a run killed before its checkpoint is
-            # complete redoes the epoch, and the resume drops the line again.
-            records.append_metrics(workdir, record)
-            checkpoints.save(epoch, args=ocp.args.StandardSave(state))
-            if writer is not None:
-                writer.write_scalars(epoch, scalars(record))
-            if progress is not None:
-                progress.set_postfix(progress_fields(record), refresh=False)
-                progress.update()
-            else:
-                logging.info(log_line(record))
+        with stop_signals.installed():
+            for epoch in range(start_epoch + 1, num_epochs + 1):
+                start = time.perf_counter()
+                state, record = run_epoch(state, epoch)
+                record.setdefault("seconds", time.perf_counter() - start)
+                check(record)
+                history.append(record)
+                with stop_signals.deferred():
+                    # The metrics line goes first: a run killed before its checkpoint
+                    # is complete redoes the epoch, and the resume drops the line.
+                    records.append_metrics(workdir, record)
+                    checkpoints.save(epoch, args=ocp.args.StandardSave(state))
+                if writer is not None:
+                    writer.write_scalars(epoch, scalars(record))
+                if progress is not None:
+                    progress.set_postfix(progress_fields(record), refresh=False)
+                    progress.update()
+                else:
+                    logging.info(log_line(record))
+    except _Stop as stop:
+        if progress is not None:
+            progress.close()
+            progress = None
+        checkpoints.wait_until_finished()
+        resume = checkpoints.latest_step() or 0
+        raise StoppedError(
+            f"stopped by {stop.name} in epoch {epoch}; "
+            + (
+                f"the checkpoint of epoch {resume} is complete: rerun the same command to "
+                f"resume from epoch {resume}."
+                if resume
+                else "no epoch was completed: a rerun starts over."
+            )
+        ) from None
     finally:
         if progress is not None:
             progress.close()

@@ -1,16 +1,27 @@
-"""What a run keeps in its workdir: config.json, metrics.jsonl, summaries, checkpoints."""
+"""What a run keeps in its workdir: config.json, metrics.jsonl, summaries, checkpoints.
+
+One run at a time: :func:`exclusive` holds an OS lock on the workdir for the
+whole run (released by the OS when the process dies, so a ``kill -9`` never
+leaves a stale lock). On resume, :func:`restore_latest` falls back from a
+checkpoint that cannot be read to the newest one that can.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
-from collections.abc import Sequence
-from typing import Any
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import serialization, traverse_util
 
 #: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
 #: a workdir trained with other values cannot be resumed.
@@ -25,10 +36,66 @@ PER_MODEL_FIELDS = {
 }
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+#: Written while a run holds the workdir: which process it is (for the message
+#: a second run gets).
+OWNER_FILE = "run.owner"
+#: Where checkpoints that cannot be read are moved when an older one is used.
+UNREADABLE_DIR = "unreadable_checkpoints"
 
 
 class WorkdirError(Exception):
     """The workdir cannot be used for this run (nothing in it was changed)."""
+
+
+@contextlib.contextmanager
+def exclusive(workdir: pathlib.Path, *, enabled: bool = True) -> Iterator[None]:
+    """Holds an exclusive lock on ``workdir`` (a folder, made if missing) for the block.
+
+    The lock is ``flock`` on the folder itself: nothing is written to take
+    it, and the OS drops it when the process ends, however it ends. A folder
+    this made and left empty (the run stopped on bad input) is removed again.
+
+    Args:
+      workdir: the run's folder.
+      enabled: ``False`` for the processes of a multi-process run other than
+        process 0 (they share process 0's workdir).
+
+    Raises:
+      WorkdirError: another process holds the lock, or ``workdir`` is a file.
+    """
+    if not enabled:
+        yield
+        return
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
+    created = not workdir.exists()
+    workdir.mkdir(parents=True, exist_ok=True)
+    handle = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        owner = workdir / OWNER_FILE
+        by = f" ({owner.read_text().strip()})" if owner.exists() else ""
+        raise WorkdirError(
+            f"workdir {str(workdir)!r} is in use by another run{by}; wait for it to end, or "
+            "use another --workdir."
+        ) from None
+    try:
+        yield
+    finally:
+        (workdir / OWNER_FILE).unlink(missing_ok=True)
+        os.close(handle)  # releases the lock
+        if created and not any(workdir.iterdir()):
+            workdir.rmdir()
+
+
+def claim(workdir: pathlib.Path) -> None:
+    """Records this process as the workdir's owner (after :func:`exclusive` and the checks)."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    (workdir / OWNER_FILE).write_text(
+        f"process {os.getpid()} on {socket.gethostname()}, since {started}\n"
+    )
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -53,8 +120,6 @@ def check_workdir(
       WorkdirError: ``workdir`` is a file, or its ``config.json`` is unreadable
         or differs from ``config`` in one of ``fields``.
     """
-    if workdir.exists() and not workdir.is_dir():
-        raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a folder.")
     saved_file = workdir / CONFIG_FILE
     if not saved_file.exists():
         return
@@ -113,18 +178,24 @@ def append_metrics(workdir: pathlib.Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def create_writer(workdir: pathlib.Path, config: ml_collections.ConfigDict | None = None):
+def create_writer(workdir: pathlib.Path, config: ml_collections.ConfigDict, start_epoch: int):
     """A TensorBoard writer for ``workdir`` (``None`` without tensorboard installed).
 
     Args:
       workdir: where the event files go.
-      config: written as hyperparameters when given (at the start of a run).
+      config: written as hyperparameters at the start of a run.
+      start_epoch: the epoch the run resumes from (0: a new run). TensorBoard
+        is told to drop what earlier runs wrote for later epochs (a run
+        killed after its summaries, or resumed from an older checkpoint).
     """
     try:
         from clu import metric_writers
     except ImportError as e:  # clu's TensorBoard writer needs the tensorboard package.
         logging.warning("No TensorBoard summaries (%s); pip install tensorboard.", e)
         return None
+    if start_epoch:
+        _purge_summaries_after(workdir, start_epoch)
+        config = None
     # The log line per epoch says it all: TensorBoard only, off the main thread.
     writer = metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
     if config is not None:
@@ -137,33 +208,170 @@ def create_writer(workdir: pathlib.Path, config: ml_collections.ConfigDict | Non
     return writer
 
 
+def _purge_summaries_after(workdir: pathlib.Path, epoch: int) -> None:
+    """Makes TensorBoard drop the summaries of epochs after ``epoch``.
+
+    A ``SessionLog.START`` event at step ``s`` tells TensorBoard that a run
+    restarted there: it discards the events with step ``>= s`` written before.
+    """
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    restart = event_pb2.Event(
+        wall_time=time.time(),
+        step=epoch + 1,
+        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
+    )
+    writer = EventFileWriter(str(workdir), filename_suffix=".restart")
+    # TensorBoard takes the first START it sees for the start of the run, not
+    # a restart: the second one purges whether or not an earlier one exists.
+    writer.add_event(restart)
+    writer.add_event(restart)
+    writer.close()
+
+
 def open_checkpoints(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
-    """The orbax manager of ``workdir/checkpoints``, one step per epoch."""
+    """The orbax manager of ``workdir/checkpoints``, one step per epoch.
+
+    Orbax writes each checkpoint to a temporary folder and renames it when it
+    is complete, so a checkpoint cut short never looks like one; the
+    temporary folders of such checkpoints are removed here.
+    """
     return ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True
+        ),
+        # Named, so that item_metadata can read a checkpoint's shapes.
+        item_handlers=ocp.StandardCheckpointHandler(),
     )
 
 
 def restore_latest(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any, int]:
-    """The latest checkpoint's state and epoch, or ``(state, 0)`` when there is none.
+    """The newest readable checkpoint's state and epoch, or ``(state, 0)`` when there is none.
+
+    A checkpoint that cannot be read (a full disk, a copy cut short) is
+    skipped with a warning that names it and why, and the one before it is
+    tried. When an older one is restored, the unreadable newer ones are moved
+    to ``workdir/unreadable_checkpoints/`` (so that the run can write those
+    epochs again); when none can be read, nothing is moved.
 
     Args:
       checkpoints: the manager.
       state: a fresh train state: the structure, shapes and dtypes to restore.
 
     Raises:
-      WorkdirError: the checkpoint does not fit ``state``.
+      WorkdirError: a checkpoint holds arrays of other shapes (another model),
+        or no checkpoint can be read.
     """
-    epoch = checkpoints.latest_step() or 0
-    if not epoch:
-        return state, 0
-    try:
-        return checkpoints.restore(epoch, args=ocp.args.StandardRestore(state)), epoch
-    except (ValueError, KeyError, TypeError) as e:
+    unreadable: list[tuple[int, str]] = []
+    for epoch in sorted(checkpoints.all_steps(), reverse=True):
+        mismatch = _shape_mismatch(checkpoints, epoch, state)
+        if mismatch:
+            checkpoints.close()
+            raise WorkdirError(
+                f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "
+                f"config ({mismatch}); use another --workdir."
+            )
+        try:
+            restored = checkpoints.restore(epoch, args=ocp.args.StandardRestore(state))
+        except Exception as e:  # a broken file fails in many ways
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            logging.warning(
+                "The checkpoint of epoch %d (%s) cannot be read (%s); trying the one before.",
+                epoch, pathlib.Path(checkpoints.directory) / str(epoch), reason,
+            )  # fmt: skip
+            unreadable.append((epoch, reason))
+            continue
+        if unreadable:
+            _set_aside(checkpoints, [e for e, _ in unreadable])
+            logging.warning(
+                "Resuming from the checkpoint of epoch %d; the unreadable ones were moved to %s.",
+                epoch, pathlib.Path(checkpoints.directory).parent / UNREADABLE_DIR,
+            )  # fmt: skip
+        return restored, epoch
+    if unreadable:
         checkpoints.close()
-        first_line = str(e).splitlines()[0] if str(e) else ""
+        listed = "; ".join(f"epoch {e}: {reason}" for e, reason in unreadable)
         raise WorkdirError(
-            f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "
-            f"config ({type(e).__name__}: {first_line}); use another --workdir."
-        ) from None
+            f"no checkpoint in {checkpoints.directory} can be read ({listed}). Use another "
+            "--workdir, or move checkpoints/ away to start this one over."
+        )
+    return state, 0
+
+
+def _shape_mismatch(checkpoints: ocp.CheckpointManager, epoch: int, state: Any) -> str:
+    """Which array of the saved params/model state has another shape than ``state``'s.
+
+    ``''`` when they fit, or when the checkpoint's metadata cannot be read
+    (then restoring it fails, and it counts as unreadable).
+    """
+    try:
+        saved = checkpoints.item_metadata(epoch)
+        saved = {k: dict(saved[k]) for k in ("params", "model_state") if k in saved}
+        saved = traverse_util.flatten_dict(saved, sep="/")
+    except Exception:  # unreadable metadata: not a mismatch
+        return ""
+    target = serialization.to_state_dict(state)
+    target = {k: target[k] for k in ("params", "model_state") if k in target}
+    target = traverse_util.flatten_dict(target, sep="/")
+    for path in sorted(set(saved) | set(target)):
+        if path not in target:
+            return f"it has {path}, this config's model has not"
+        if path not in saved:
+            return f"this config's model has {path}, it has not"
+        theirs = tuple(getattr(saved[path], "shape", ()))
+        ours = tuple(getattr(target[path], "shape", ()))
+        if theirs != ours:
+            return f"{path} has shape {theirs} there, {ours} in this config's model"
+    return ""
+
+
+def _set_aside(checkpoints: ocp.CheckpointManager, epochs: list[int]) -> None:
+    directory = pathlib.Path(checkpoints.directory)
+    aside = directory.parent / UNREADABLE_DIR
+    aside.mkdir(exist_ok=True)
+    for epoch in epochs:
+        target = aside / str(epoch)
+        suffix = 1
+        while target.exists():
+            target, suffix = aside / f"{epoch}.{suffix}", suffix + 1
+        os.replace(directory / str(epoch), target)
+    checkpoints.reload()
+
+
+class Resumed(NamedTuple):
+    """What :func:`resume` hands the epoch loop."""
+
+    state: Any
+    start_epoch: int
+    history: list[dict[str, Any]]
+    checkpoints: ocp.CheckpointManager
+    writer: Any
+
+
+def resume(
+    workdir: pathlib.Path, config: ml_collections.ConfigDict, state: Any, *, num_epochs: int
+) -> Resumed:
+    """Takes over ``workdir`` (inside :func:`exclusive`, after every check) and resumes.
+
+    Records this process as the owner, restores the newest readable
+    checkpoint, cuts ``metrics.jsonl`` (and the TensorBoard summaries) back
+    to its epoch, and writes ``config.json``.
+
+    Args:
+      workdir: the run's folder.
+      config: the run's config (``checkpoints_to_keep`` is read from it).
+      state: a fresh train state (what to restore into).
+      num_epochs: the epochs this run trains up to (for the log line).
+    """
+    claim(workdir)
+    checkpoints = open_checkpoints(workdir, config.checkpoints_to_keep)
+    state, start_epoch = restore_latest(checkpoints, state)
+    if start_epoch:
+        logging.info("Resuming from epoch %d of %d.", start_epoch, num_epochs)
+    history = read_metrics(workdir, up_to_epoch=start_epoch)
+    write_metrics(workdir, history)
+    write_config(workdir, config)
+    writer = create_writer(workdir, config, start_epoch)
+    return Resumed(state, start_epoch, history, checkpoints, writer)

@@ -56,7 +56,13 @@ MODEL_FIELDS = ("dataset", "latent_size", "hidden_sizes", "activation", "output_
 
 
 #: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = (ConfigError, records.WorkdirError, loop.DivergedError, input_pipeline.DataError)
+USER_ERRORS = (
+    ConfigError,
+    records.WorkdirError,
+    loop.DivergedError,
+    loop.StoppedError,
+    input_pipeline.DataError,
+)
 
 
 # --- Config ------------------------------------------------------------------
@@ -344,6 +350,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     loop.quiet_other_info_logs()
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
+    with records.exclusive(workdir_path):
+        return _train_and_evaluate(config, workdir_path)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir_path: pathlib.Path
+) -> fpc.PCTrainState:
+    """:func:`train_and_evaluate` in the workdir it holds."""
     records.check_workdir(config, workdir_path, fields=MODEL_FIELDS)
 
     splits = input_pipeline.load(
@@ -373,15 +387,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
         config.eval_inference_steps,
     )
 
-    workdir_path.mkdir(parents=True, exist_ok=True)
-    checkpoints = records.open_checkpoints(workdir_path, config.checkpoints_to_keep)
-    state, start_epoch = records.restore_latest(checkpoints, state)
-    if start_epoch:
-        logging.info("Resuming from epoch %d of %d.", start_epoch, config.num_epochs)
-    history = records.read_metrics(workdir_path, start_epoch)
-    records.write_metrics(workdir_path, history)
-    records.write_config(workdir_path, config)
-    writer = records.create_writer(workdir_path, config if not start_epoch else None)
+    state, start_epoch, history, checkpoints, writer = records.resume(
+        workdir_path, config, state, num_epochs=config.num_epochs
+    )
 
     # The model's input is the prior mean for every example; the images are its targets.
     train_images = jax.device_put(splits.train_images.reshape(-1, IMAGE_SIZE))
