@@ -32,8 +32,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic_test_size = 256
 
     # Model.
-    # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers) or 'resnet'.
+    # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers), 'resnet', or
+    # 'flax_cnn' (the CNN of Flax's MNIST example as Flax writes it, without PCNodes: trained
+    # through fpc.with_nodes; only the node_* fields of the model apply to it).
     config.model = "mlp"
+    # str or None: the workdir of a finished run of the same model, data and optimizer (e.g.
+    # one with --config.algorithm=bp): a new run starts from its newest checkpoint's weights
+    # (fine-tuning) instead of a random initialisation; ignored when this run resumes.
+    config.init_checkpoint = config_dict.placeholder(str)
     # tuple of int > 0: widths of the hidden Dense layers (after the conv blocks for 'cnn'),
     # each followed by a value node; mlp and cnn only.
     config.hidden_sizes = (128, 128, 128)

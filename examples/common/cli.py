@@ -1,6 +1,6 @@
 """The command line both examples share: ``--config``, ``--workdir``, one-line errors.
 
-    python examples/<name>/main.py --config=configs/<config>.py --workdir=<folder>
+python examples/<name>/main.py --config=configs/<config>.py --workdir=<folder>
 """
 
 from __future__ import annotations

@@ -117,12 +117,40 @@ def check_workdir(
         only for the models that use them.
 
     Raises:
-      WorkdirError: ``workdir`` is a file, or its ``config.json`` is unreadable
-        or differs from ``config`` in one of ``fields``.
+      WorkdirError: ``workdir``'s ``config.json`` is unreadable or differs from
+        ``config`` in one of ``fields``.
     """
+    difference = _differing_field(config, workdir, fields)
+    if difference:
+        raise WorkdirError(
+            f"workdir {str(workdir)!r} holds a run with {difference}; use another --workdir "
+            "to train this model."
+        )
+
+
+def check_init_checkpoint(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Refuses a ``config.init_checkpoint`` that holds no checkpoint of this model; reads only."""
+    steps = workdir / "checkpoints"
+    if not steps.is_dir() or not any(p.name.isdigit() for p in steps.iterdir()):
+        raise WorkdirError(
+            f"config.init_checkpoint = {str(workdir)!r} holds no checkpoint; it must be the "
+            "workdir of a run of the same model (e.g. one with --config.algorithm=bp)."
+        )
+    difference = _differing_field(config, workdir, None)
+    if difference:
+        raise WorkdirError(
+            f"config.init_checkpoint = {str(workdir)!r} holds a run with {difference}; it "
+            "must be a run of the same model, data and optimizer."
+        )
+
+
+def _differing_field(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, fields: Sequence[str] | None
+) -> str:
+    """``"<field> = <saved>, this config has <ours>"`` for the first differing field, or ``''``."""
     saved_file = workdir / CONFIG_FILE
     if not saved_file.exists():
-        return
+        return ""
     try:
         saved = json.loads(saved_file.read_text())
     except (OSError, ValueError) as e:
@@ -139,10 +167,8 @@ def check_workdir(
             theirs, ours = (
                 tuple(v) if isinstance(v, list) else v for v in (saved.get(field), current[field])
             )
-            raise WorkdirError(
-                f"workdir {str(workdir)!r} holds a run with {field} = {theirs!r}, this config "
-                f"has {ours!r}; use another --workdir to train this model."
-            )
+            return f"{field} = {theirs!r}, this config has {ours!r}"
+    return ""
 
 
 def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -276,7 +302,7 @@ def restore_latest(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any,
         try:
             restored = checkpoints.restore(epoch, args=ocp.args.StandardRestore(state))
         except Exception as e:  # a broken file fails in many ways
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            reason = _reason(e)
             logging.warning(
                 "The checkpoint of epoch %d (%s) cannot be read (%s); trying the one before.",
                 epoch, pathlib.Path(checkpoints.directory) / str(epoch), reason,
@@ -298,6 +324,12 @@ def restore_latest(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any,
             "--workdir, or move checkpoints/ away to start this one over."
         )
     return state, 0
+
+
+def _reason(error: Exception) -> str:
+    """``'JSONDecodeError: Expecting value ...'``: an error's type and first line."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _shape_mismatch(checkpoints: ocp.CheckpointManager, epoch: int, state: Any) -> str:
@@ -375,3 +407,43 @@ def resume(
     write_config(workdir, config)
     writer = create_writer(workdir, config, start_epoch)
     return Resumed(state, start_epoch, history, checkpoints, writer)
+
+
+def load_trained(workdir: pathlib.Path, state: Any) -> tuple[Any, int]:
+    """``state`` with the params and model state of ``workdir``'s newest checkpoint.
+
+    For a run that starts from another run's weights (``config.init_checkpoint``):
+    the optimizer state and the step stay ``state``'s (fresh). ``workdir`` is
+    only read.
+
+    Returns:
+      ``(state, epoch)``: the new state and the epoch of the checkpoint used.
+
+    Raises:
+      WorkdirError: the checkpoint does not fit ``state`` or cannot be read.
+    """
+    manager = ocp.CheckpointManager(
+        (workdir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
+    try:
+        epoch = manager.latest_step()
+        if epoch is None:
+            raise WorkdirError(f"config.init_checkpoint = {str(workdir)!r} holds no checkpoint.")
+        mismatch = _shape_mismatch(manager, epoch, state)
+        if mismatch:
+            raise WorkdirError(
+                f"config.init_checkpoint: the checkpoint of epoch {epoch} in {str(workdir)!r} "
+                f"does not fit this config ({mismatch})."
+            )
+        try:
+            restored = manager.restore(epoch, args=ocp.args.StandardRestore(state))
+        except Exception as e:  # a broken file fails in many ways
+            raise WorkdirError(
+                f"config.init_checkpoint: cannot read the checkpoint of epoch {epoch} in "
+                f"{str(workdir)!r} ({_reason(e)})."
+            ) from None
+    finally:
+        manager.close()
+    return state.replace(params=restored.params, model_state=restored.model_state), epoch

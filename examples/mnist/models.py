@@ -164,3 +164,26 @@ class ResNet(nn.Module):
         x = x.mean(axis=(1, 2))  # global average pooling
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)
+
+
+class FlaxCNN(nn.Module):
+    """The CNN of Flax's own MNIST example, as Flax writes it: no ``PCNode``, no ``train``.
+
+    ``model='flax_cnn'`` trains it by predictive coding unchanged, through
+    :func:`flax_pc.with_nodes` (a value node on the input of ``Conv_1``,
+    ``Dense_0`` and ``Dense_1``: after each hidden activation).
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(features=32, kernel_size=(3, 3))(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = nn.Conv(features=64, kernel_size=(3, 3))(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))  # flatten
+        x = nn.Dense(features=256)(x)
+        x = nn.relu(x)
+        x = nn.Dense(features=10)(x)
+        return x

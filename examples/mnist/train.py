@@ -16,6 +16,7 @@ import functools
 import math
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -24,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import linen as nn
 
 import flax_pc as fpc
 from flax_pc_examples.common import config_checks, input_pipeline, loop, records
@@ -31,9 +33,9 @@ from flax_pc_examples.common.activations import ACTIVATIONS
 from flax_pc_examples.common.config_checks import ConfigError, is_number
 from flax_pc_examples.mnist import models, plots
 
-MODELS = ("mlp", "cnn", "resnet")
+MODELS = ("mlp", "cnn", "resnet", "flax_cnn")
 #: Models with convolutions: ``loop='auto'`` trains them batch by batch on CPU.
-CONV_MODELS = ("cnn", "resnet")
+CONV_MODELS = ("cnn", "resnet", "flax_cnn")
 OUTPUT_ENERGIES = {
     "squared_error": fpc.energies.squared_error,
     "cross_entropy": fpc.energies.cross_entropy,
@@ -80,6 +82,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     sizes("resnet_stage_features", required=config.model == "resnet")
     positive_int("resnet_blocks_per_stage")
     checker.fraction("dropout_rate")
+    if config.model == "flax_cnn" and config.dropout_rate:
+        raise ConfigError(
+            f"config.dropout_rate = {config.dropout_rate!r}: model 'flax_cnn' is Flax's CNN as "
+            "Flax writes it, without dropout; use 0."
+        )
+    check(
+        "init_checkpoint",
+        config.init_checkpoint is None or isinstance(config.init_checkpoint, str),
+        "None or the workdir of a run of the same model",
+    )
     one_of("activation", ACTIVATIONS)
     one_of("algorithm", fpc.ALGORITHMS)
     one_of("output_energy", OUTPUT_ENERGIES)
@@ -125,8 +137,12 @@ def _check_batch_size(config: ml_collections.ConfigDict, num_train: int) -> None
 # --- Model and train state ---------------------------------------------------
 
 
-def create_model(config: ml_collections.ConfigDict) -> models.MLP | models.CNN | models.ResNet:
+def create_model(
+    config: ml_collections.ConfigDict,
+) -> models.MLP | models.CNN | models.ResNet | models.FlaxCNN:
     """The linen model that ``config.model`` names."""
+    if config.model == "flax_cnn":
+        return models.FlaxCNN()
     common = dict(
         num_classes=input_pipeline.NUM_CLASSES,
         activation=config.activation,
@@ -162,6 +178,25 @@ def resolve_loop(config: ml_collections.ConfigDict) -> str:
     return "batch" if config.model in CONV_MODELS and on_cpu else "epoch"
 
 
+def model_apply(model: nn.Module, *, train: bool) -> Callable[..., Any]:
+    """``model.apply`` in training or evaluation mode (Flax's CNN has no ``train``)."""
+    if isinstance(model, models.FlaxCNN):
+        return model.apply
+    return functools.partial(model.apply, train=train)
+
+
+def training_apply(model: nn.Module, config: ml_collections.ConfigDict) -> Callable[..., Any]:
+    """The ``apply_fn`` PC trains: the model's own nodes, or ``with_nodes``' for Flax's CNN."""
+    if isinstance(model, models.FlaxCNN):
+        return fpc.with_nodes(
+            model.apply,
+            layers=(nn.Dense, nn.Conv),
+            value_init=config.node_init,
+            value_init_stddev=config.node_init_stddev,
+        )
+    return model_apply(model, train=True)
+
+
 def create_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.GradientTransformation:
@@ -192,7 +227,8 @@ def create_train_state(
     params_rng, node_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
     # One compiled init instead of hundreds of eager ops: seconds less at start-up.
-    init = jax.jit(lambda rngs: model.init(rngs, dummy, train=False))
+    mode = {} if isinstance(model, models.FlaxCNN) else {"train": False}
+    init = jax.jit(lambda rngs: model.init(rngs, dummy, **mode))
     variables = init({"params": params_rng, fpc.NODE_RNG: node_rng})
     # The params train; the other collections but flax_pc's (BatchNorm's
     # batch_stats) are the model state, updated by the feed-forward pass.
@@ -203,7 +239,7 @@ def create_train_state(
     }
     momentum = config.node_momentum or None
     return fpc.PCTrainState.create(
-        apply_fn=functools.partial(model.apply, train=True),
+        apply_fn=training_apply(model, config),
         params=variables["params"],
         model_state=model_state,
         tx=create_optimizer(config, steps_per_epoch),
@@ -239,17 +275,17 @@ def eval_variables(state: fpc.PCTrainState) -> dict[str, Any]:
     return {"params": state.params, **state.model_state}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "output_energy"))
-def evaluate(variables, images, labels, mask, *, model, output_energy):
+@functools.partial(jax.jit, static_argnames=("apply_fn", "output_energy"))
+def evaluate(variables, images, labels, mask, *, apply_fn, output_energy):
     """Feed-forward accuracy and mean output energy on a chunked test set.
 
-    ``model`` runs in evaluation mode (``train=False``): no dropout, and
-    BatchNorm with its running averages.
+    ``apply_fn`` is the model's evaluation mode (``model_apply(model,
+    train=False)``): no dropout, and BatchNorm with its running averages.
     """
 
     def chunk(batch):
         x, y, m = batch
-        logits = model.apply(variables, x, train=False)
+        logits = apply_fn(variables, x)
         targets = jax.nn.one_hot(y, logits.shape[-1])
         correct = jnp.sum((jnp.argmax(logits, -1) == y) * m)
         return correct, jnp.sum(output_energy(targets, logits) * m)
@@ -417,6 +453,8 @@ def _train_and_evaluate(
 ) -> fpc.PCTrainState:
     """:func:`train_and_evaluate` in the workdir it holds."""
     records.check_workdir(config, workdir_path)
+    if config.init_checkpoint:
+        records.check_init_checkpoint(config, pathlib.Path(config.init_checkpoint))
 
     splits = input_pipeline.load(
         config.dataset,
@@ -456,9 +494,20 @@ def _train_and_evaluate(
             fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
         )
     eval_fn = functools.partial(
-        evaluate, model=create_model(config), output_energy=state.output_energy
+        evaluate,
+        apply_fn=model_apply(create_model(config), train=False),
+        output_energy=state.output_energy,
     )
     examples_per_epoch = steps_per_epoch * config.batch_size
+    if config.init_checkpoint and not start_epoch:
+        state, epoch = records.load_trained(pathlib.Path(config.init_checkpoint), state)
+        before = jax.device_get(eval_fn(eval_variables(state), *test_set))
+        logging.info(
+            "Starting from the weights of %s (epoch %d): test accuracy %.2f%% before training.",
+            config.init_checkpoint,
+            epoch,
+            100 * float(before["test_accuracy"]),
+        )
 
     def run_epoch(state, epoch):
         start = time.perf_counter()
