@@ -18,7 +18,7 @@ from flax_pc.inference import (
     initialize,
     node_energies,
 )
-from flax_pc.loops import train_epoch
+from flax_pc.loops import epoch_batches, train_epoch
 from flax_pc.nodes import (
     ENERGIES,
     LATENTS,
@@ -50,6 +50,7 @@ __all__ = [
     "as_rngs",
     "energies",
     "energy",
+    "epoch_batches",
     "infer",
     "init_nodes",
     "initialize",

@@ -12,7 +12,36 @@ from flax_pc.inference import RNG_STREAMS, as_rngs
 from flax_pc.train_state import PCTrainState
 from flax_pc.types import Array
 
-__all__ = ["train_epoch"]
+__all__ = ["epoch_batches", "train_epoch"]
+
+
+def epoch_batches(
+    rng: Array, num_examples: int, batch_size: int, *, shuffle: bool = True
+) -> tuple[Array, Array]:
+    """The batches of an epoch of :func:`train_epoch`, and a key for each.
+
+    For a loop of your own that must see what ``train_epoch`` sees (e.g. a
+    per-batch ``jax.jit(state.train_step)`` loop for conv nets on CPU): call
+    ``state.train_step(x[indices[i]], y[indices[i]], rng=keys[i])``.
+
+    Args:
+      rng: the epoch's key (as given to ``train_epoch``).
+      num_examples: ``N``, the size of the data set.
+      batch_size: examples per batch; the last ``N % batch_size`` are dropped.
+      shuffle: a new order drawn from ``rng`` (else in order).
+
+    Returns:
+      ``(indices, keys)``: ``[N // batch_size, batch_size]`` example indices
+      and one PRNG key per batch.
+    """
+    num_batches = num_examples // batch_size
+    order_key, batch_key = jax.random.split(rng)
+    if shuffle:
+        order = jax.random.permutation(order_key, num_examples)
+    else:
+        order = jnp.arange(num_examples)
+    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+    return batches, jax.random.split(batch_key, num_batches)
 
 
 def train_epoch(
@@ -73,14 +102,7 @@ def train_epoch(
         raise ValueError(
             f"batch_size {batch_size} is larger than the data set ({num_examples} examples)."
         )
-    num_batches = num_examples // batch_size
-    order_key, batch_key = jax.random.split(rng)
-    if shuffle:
-        order = jax.random.permutation(order_key, num_examples)
-    else:
-        order = jnp.arange(num_examples)
-    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
-    batch_keys = jax.random.split(batch_key, num_batches)
+    batches, batch_keys = epoch_batches(rng, num_examples, batch_size, shuffle=shuffle)
 
     def step(state, batch):
         indices, key = batch

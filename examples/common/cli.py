@@ -1,6 +1,11 @@
 """The command line both examples share: ``--config``, ``--workdir``, one-line errors.
 
-python examples/<name>/main.py --config=configs/<config>.py --workdir=<folder>
+    python examples/<name>/main.py --config=configs/<config>.py --workdir=<folder>
+
+Several hosts (or processes): start the same command in every process with
+``--coordinator_address=<host:port of process 0> --num_processes=<P>
+--process_id=<p>``; each process then joins one JAX run
+(``jax.distributed.initialize``) and trains on its share of every batch.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -18,7 +24,60 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, summar
 config_flags.DEFINE_config_file(
     "config", None, "File path to the training hyperparameter configuration.", lock_config=True
 )
+flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a run over several processes."
+)
+flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
+flags.DEFINE_integer(
+    "initialization_timeout", 60, "Seconds to wait for every process to join the run."
+)
+flags.DEFINE_integer(
+    "heartbeat_timeout", 30, "Seconds after which a silent process ends the whole run."
+)
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+class DistributedError(Exception):
+    """The processes of a multi-process run could not form one run."""
+
+
+def join_processes() -> None:
+    """``jax.distributed.initialize`` from the flags; nothing without them.
+
+    Raises:
+      DistributedError: the flags are incomplete, or the processes did not all
+        join within ``--initialization_timeout`` seconds.
+    """
+    given = {
+        "coordinator_address": FLAGS.coordinator_address,
+        "num_processes": FLAGS.num_processes,
+        "process_id": FLAGS.process_id,
+    }
+    if all(v is None for v in given.values()):
+        return
+    missing = [f"--{k}" for k, v in given.items() if v is None]
+    if missing:
+        raise DistributedError(f"a multi-process run needs {', '.join(missing)} too.")
+    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+        raise DistributedError(
+            f"--process_id={FLAGS.process_id} must be in 0..{FLAGS.num_processes - 1}."
+        )
+    # CPU processes exchange their arrays through gloo (GPUs use NCCL regardless).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+            initialization_timeout=FLAGS.initialization_timeout,
+            heartbeat_timeout_seconds=FLAGS.heartbeat_timeout,
+        )
+    except Exception as e:  # JAX raises a runtime error from C++ here
+        raise DistributedError(
+            f"process {FLAGS.process_id} could not join the run at {FLAGS.coordinator_address} "
+            f"within {FLAGS.initialization_timeout} s ({str(e).splitlines()[0]})."
+        ) from None
 
 
 def make_main(
@@ -37,8 +96,9 @@ def make_main(
         if len(argv) > 1:
             raise app.UsageError("Too many command-line arguments.")
         try:
+            join_processes()
             train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        except user_errors as e:
+        except (DistributedError, *user_errors) as e:
             sys.exit(f"Error: {e}")
 
     return main

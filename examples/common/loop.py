@@ -143,6 +143,7 @@ def train_epochs(
     log_line: Callable[[dict[str, Any]], str],
     progress_fields: Callable[[dict[str, Any]], dict[str, str]],
     check: Callable[[dict[str, Any]], None],
+    primary: bool = True,
 ) -> Any:
     """Runs epochs ``start_epoch + 1 .. num_epochs`` and records each.
 
@@ -150,7 +151,9 @@ def train_epochs(
     ``metrics.jsonl`` line (appended to ``history`` too), a checkpoint,
     TensorBoard scalars, and a progress bar on a terminal or ``log_line``
     in a log. The checkpoints and the writer are closed at the end, also
-    on an error; a checkpoint being written is completed first.
+    on an error; a checkpoint being written is completed first. With
+    ``primary=False`` (processes other than 0 of a multi-process run) only
+    the checkpoints are written, and nothing is logged per epoch.
 
     Returns:
       The final state.
@@ -159,12 +162,12 @@ def train_epochs(
       StoppedError: SIGTERM or Ctrl-C; the message says which epoch a rerun
         resumes from.
     """
-    if start_epoch < num_epochs:
+    if start_epoch < num_epochs and primary:
         logging.info(
             "Training epochs %d..%d (the first one compiles).", start_epoch + 1, num_epochs
         )
     progress = None
-    if sys.stderr.isatty() and start_epoch < num_epochs:
+    if sys.stderr.isatty() and start_epoch < num_epochs and primary:
         from tqdm import tqdm
 
         progress = tqdm(total=num_epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True)
@@ -181,14 +184,15 @@ def train_epochs(
                 with stop_signals.deferred():
                     # The metrics line goes first: a run killed before its checkpoint
                     # is complete redoes the epoch, and the resume drops the line.
-                    records.append_metrics(workdir, record)
+                    if primary:
+                        records.append_metrics(workdir, record)
                     checkpoints.save(epoch, args=ocp.args.StandardSave(state))
                 if writer is not None:
                     writer.write_scalars(epoch, scalars(record))
                 if progress is not None:
                     progress.set_postfix(progress_fields(record), refresh=False)
                     progress.update()
-                else:
+                elif primary:
                     logging.info(log_line(record))
     except _Stop as stop:
         if progress is not None:

@@ -18,10 +18,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization, traverse_util
+from jax.experimental import multihost_utils
 
 #: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
 #: a workdir trained with other values cannot be resumed.
@@ -273,7 +275,9 @@ def open_checkpoints(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
     )
 
 
-def restore_latest(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any, int]:
+def restore_latest(
+    checkpoints: ocp.CheckpointManager, state: Any, *, primary: bool = True
+) -> tuple[Any, int]:
     """The newest readable checkpoint's state and epoch, or ``(state, 0)`` when there is none.
 
     A checkpoint that cannot be read (a full disk, a copy cut short) is
@@ -285,6 +289,8 @@ def restore_latest(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any,
     Args:
       checkpoints: the manager.
       state: a fresh train state: the structure, shapes and dtypes to restore.
+      primary: whether this process moves the unreadable checkpoints (process
+        0 of a multi-process run; the others wait for it).
 
     Raises:
       WorkdirError: a checkpoint holds arrays of other shapes (another model),
@@ -310,7 +316,11 @@ def restore_latest(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any,
             unreadable.append((epoch, reason))
             continue
         if unreadable:
-            _set_aside(checkpoints, [e for e, _ in unreadable])
+            if primary:
+                _set_aside(checkpoints, [e for e, _ in unreadable])
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("flax_pc_examples: checkpoints set aside")
+            checkpoints.reload()
             logging.warning(
                 "Resuming from the checkpoint of epoch %d; the unreadable ones were moved to %s.",
                 epoch, pathlib.Path(checkpoints.directory).parent / UNREADABLE_DIR,
@@ -369,7 +379,6 @@ def _set_aside(checkpoints: ocp.CheckpointManager, epochs: list[int]) -> None:
         while target.exists():
             target, suffix = aside / f"{epoch}.{suffix}", suffix + 1
         os.replace(directory / str(epoch), target)
-    checkpoints.reload()
 
 
 class Resumed(NamedTuple):
@@ -383,7 +392,12 @@ class Resumed(NamedTuple):
 
 
 def resume(
-    workdir: pathlib.Path, config: ml_collections.ConfigDict, state: Any, *, num_epochs: int
+    workdir: pathlib.Path,
+    config: ml_collections.ConfigDict,
+    state: Any,
+    *,
+    num_epochs: int,
+    primary: bool = True,
 ) -> Resumed:
     """Takes over ``workdir`` (inside :func:`exclusive`, after every check) and resumes.
 
@@ -396,12 +410,18 @@ def resume(
       config: the run's config (``checkpoints_to_keep`` is read from it).
       state: a fresh train state (what to restore into).
       num_epochs: the epochs this run trains up to (for the log line).
+      primary: ``False`` in the processes of a multi-process run but process 0:
+        they restore the checkpoint (all processes read and write
+        checkpoints) but leave the records to process 0 (no history, no writer).
     """
-    claim(workdir)
+    if primary:
+        claim(workdir)
     checkpoints = open_checkpoints(workdir, config.checkpoints_to_keep)
-    state, start_epoch = restore_latest(checkpoints, state)
+    state, start_epoch = restore_latest(checkpoints, state, primary=primary)
     if start_epoch:
         logging.info("Resuming from epoch %d of %d.", start_epoch, num_epochs)
+    if not primary:
+        return Resumed(state, start_epoch, [], checkpoints, None)
     history = read_metrics(workdir, up_to_epoch=start_epoch)
     write_metrics(workdir, history)
     write_config(workdir, config)

@@ -28,7 +28,7 @@ from absl import logging
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_examples.common import config_checks, input_pipeline, loop, records
+from flax_pc_examples.common import config_checks, devices, input_pipeline, loop, records
 from flax_pc_examples.common.activations import ACTIVATIONS
 from flax_pc_examples.common.config_checks import ConfigError, is_number
 from flax_pc_examples.mnist import models, plots
@@ -295,21 +295,6 @@ def evaluate(variables, images, labels, mask, *, apply_fn, output_energy):
     return {"test_accuracy": jnp.sum(correct) / n, "test_loss": jnp.sum(loss) / n}
 
 
-def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int):
-    """The order and keys of an epoch of ``fpc.train_epoch``, for the per-batch loop.
-
-    Returns:
-      ``(indices, keys)``: ``[num_batches, batch_size]`` example indices and one
-      key per batch, as ``fpc.train_epoch(..., rng, batch_size=batch_size)``
-      draws them.
-    """
-    num_batches = num_examples // batch_size
-    order_key, node_key = jax.random.split(rng)
-    order = jax.random.permutation(order_key, num_examples)
-    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
-    return batches, jax.random.split(node_key, num_batches)
-
-
 def batch_loop_epoch(step, state, inputs, targets, rng, *, batch_size):
     """``fpc.train_epoch`` as a Python loop over a jitted per-batch ``step``.
 
@@ -331,19 +316,25 @@ def batch_loop_epoch(step, state, inputs, targets, rng, *, batch_size):
     return state, _stack(metrics)
 
 
-_epoch_batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+_epoch_batches = jax.jit(fpc.epoch_batches, static_argnums=(1, 2))
 
 
 def _stack(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return jax.tree_util.tree_map(lambda *m: jnp.stack(m), *metrics)
 
 
-def make_batch_step():
-    """The jitted step of :func:`batch_loop_epoch`: gathers batch ``i``, trains on it."""
+def make_batch_step(batch_sharding: jax.sharding.Sharding | None = None):
+    """The jitted step of :func:`batch_loop_epoch`: gathers batch ``i``, trains on it.
+
+    Args:
+      batch_sharding: where the gathered batch lives (split over the devices).
+    """
 
     def step(state, inputs, targets, indices, keys, i):
-        batch = indices[i]
-        return state.train_step(inputs[batch], targets[batch], rng=keys[i])
+        batch = (inputs[indices[i]], targets[indices[i]])
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return state.train_step(*batch, rng=keys[i])
 
     return jax.jit(step, donate_argnames=("state",))
 
@@ -444,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     loop.quiet_other_info_logs()
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
-    with records.exclusive(workdir_path):
+    with records.exclusive(workdir_path, enabled=devices.is_primary()):
         return _train_and_evaluate(config, workdir_path)
 
 
@@ -456,12 +447,14 @@ def _train_and_evaluate(
     if config.init_checkpoint:
         records.check_init_checkpoint(config, pathlib.Path(config.init_checkpoint))
 
+    parallel = fpc.DataParallel.create()
+    devices.check_batch_size(config.batch_size, parallel.num_devices)
     splits = input_pipeline.load(
         config.dataset,
         data_dir=config.data_dir or None,
         synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
     )
-    num_train = len(splits.train_images)
+    num_train = devices.usable(len(splits.train_images), parallel.num_devices)
     _check_batch_size(config, num_train)
     logging.info(
         "%s: %d training and %d test images (%s).",
@@ -473,25 +466,39 @@ def _train_and_evaluate(
 
     init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
     steps_per_epoch = num_train // config.batch_size
-    state = create_train_state(config, init_rng, steps_per_epoch)
+    state = parallel.replicate(create_train_state(config, init_rng, steps_per_epoch))
     loop_kind = resolve_loop(config)
-    logging.info("%s.", _describe(config, state.params, loop_kind))
-
-    state, start_epoch, history, checkpoints, writer = records.resume(
-        workdir_path, config, state, num_epochs=config.num_epochs
+    logging.info(
+        "%s, on %s.",
+        _describe(config, state.params, loop_kind),
+        devices.describe(parallel.num_devices),
     )
 
-    train_images = jax.device_put(splits.train_images)
-    train_targets = jax.nn.one_hot(jax.device_put(splits.train_labels), input_pipeline.NUM_CLASSES)
-    test_set = [
-        jax.device_put(a)
-        for a in _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
-    ]
+    state, start_epoch, history, checkpoints, writer = records.resume(
+        workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
+    )
+
+    # Each process puts its share of the training set on its devices.
+    train_labels = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
+    train_images, train_targets = parallel.shard(
+        (
+            devices.process_share(splits.train_images[:num_train]),
+            devices.process_share(train_labels[:num_train]),
+        )
+    )
+    test_set = parallel.replicate(
+        _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
+    )
     if loop_kind == "batch":
-        train_epoch = functools.partial(batch_loop_epoch, make_batch_step())
+        train_epoch = functools.partial(batch_loop_epoch, make_batch_step(parallel.batch_sharding))
     else:
-        train_epoch = jax.jit(
-            fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
+        train_epoch = functools.partial(
+            jax.jit(
+                fpc.train_epoch,
+                static_argnames=("batch_size", "shuffle", "batch_sharding"),
+                donate_argnames=("state",),
+            ),
+            batch_sharding=parallel.batch_sharding,
         )
     eval_fn = functools.partial(
         evaluate,
@@ -501,7 +508,7 @@ def _train_and_evaluate(
     examples_per_epoch = steps_per_epoch * config.batch_size
     if config.init_checkpoint and not start_epoch:
         state, epoch = records.load_trained(pathlib.Path(config.init_checkpoint), state)
-        before = jax.device_get(eval_fn(eval_variables(state), *test_set))
+        before = devices.to_host(eval_fn(eval_variables(state), *test_set))
         logging.info(
             "Starting from the weights of %s (epoch %d): test accuracy %.2f%% before training.",
             config.init_checkpoint,
@@ -518,7 +525,7 @@ def _train_and_evaluate(
             jax.random.fold_in(data_rng, epoch),
             batch_size=config.batch_size,
         )
-        summary = jax.device_get(
+        summary = devices.to_host(
             {**summarize_epoch(train_metrics), **eval_fn(eval_variables(state), *test_set)}
         )
         return state, _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
@@ -538,10 +545,11 @@ def _train_and_evaluate(
             "test_acc": f"{100 * record['test_accuracy']:.2f}%",
         },
         check=lambda record: _check_finite(record, config),
+        primary=devices.is_primary(),
     )
 
-    if not history:  # Nothing to train and no metrics kept: evaluate the restored state.
-        final = jax.device_get(eval_fn(eval_variables(state), *test_set))
+    if not history:  # Nothing trained, or not process 0: evaluate the final state.
+        final = devices.to_host(eval_fn(eval_variables(state), *test_set))
         accuracy = float(final["test_accuracy"])
     else:
         accuracy = history[-1]["test_accuracy"]
