@@ -19,6 +19,7 @@ workdir resumes), ``curves.png`` and ``samples.png``.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from flax_pc_examples.common import config_checks, input_pipeline, loop, records
+from flax_pc_examples.common import config_checks, devices, input_pipeline, loop, records
 from flax_pc_examples.common.activations import ACTIVATIONS
 from flax_pc_examples.common.config_checks import ConfigError
 from flax_pc_examples.generative import models, plots
@@ -350,7 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
     loop.quiet_other_info_logs()
     validate_config(config)
     workdir_path = pathlib.Path(workdir)
-    with records.exclusive(workdir_path):
+    with records.exclusive(workdir_path, enabled=devices.is_primary()):
         return _train_and_evaluate(config, workdir_path)
 
 
@@ -359,13 +360,15 @@ def _train_and_evaluate(
 ) -> fpc.PCTrainState:
     """:func:`train_and_evaluate` in the workdir it holds."""
     records.check_workdir(config, workdir_path, fields=MODEL_FIELDS)
+    parallel = fpc.DataParallel.create()
+    devices.check_batch_size(config.batch_size, parallel.num_devices)
 
     splits = input_pipeline.load(
         config.dataset,
         data_dir=config.data_dir or None,
         synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
     )
-    num_train = len(splits.train_images)
+    num_train = devices.usable(len(splits.train_images), parallel.num_devices)
     _check_sizes(config, num_train, len(splits.test_images))
     logging.info(
         "%s: %d training images, %d of the %d test images held out for evaluation (%s).",
@@ -377,26 +380,37 @@ def _train_and_evaluate(
     )
 
     init_rng, data_rng, noise_rng, sample_rng = jax.random.split(jax.random.key(config.seed), 4)
-    state = create_train_state(config, init_rng)
+    state = parallel.replicate(create_train_state(config, init_rng))
     logging.info(
-        "Decoder %s, %s output energy, %d params; %d inference steps (%d at test time).",
+        "Decoder %s, %s output energy, %d params; %d inference steps (%d at test time); on %s.",
         "-".join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE))),
         config.output_energy,
         sum(p.size for p in jax.tree_util.tree_leaves(state.params)),
         config.inference_steps,
         config.eval_inference_steps,
+        devices.describe(parallel.num_devices),
     )
 
     state, start_epoch, history, checkpoints, writer = records.resume(
-        workdir_path, config, state, num_epochs=config.num_epochs
+        workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
     )
 
     # The model's input is the prior mean for every example; the images are its targets.
-    train_images = jax.device_put(splits.train_images.reshape(-1, IMAGE_SIZE))
-    prior = models.prior_mean(num_train, config.latent_size)
-    eval_set = make_eval_set(config, splits, noise_rng)
-    train_epoch = jax.jit(
-        fpc.train_epoch, static_argnames=("batch_size", "shuffle"), donate_argnames=("state",)
+    # Each process puts its share of them on its devices.
+    train_images, prior = parallel.shard(
+        (
+            devices.process_share(splits.train_images[:num_train].reshape(-1, IMAGE_SIZE)),
+            devices.process_share(np.zeros((num_train, config.latent_size), np.float32)),
+        )
+    )
+    eval_set = parallel.replicate(devices.to_host(make_eval_set(config, splits, noise_rng)))
+    train_epoch = functools.partial(
+        jax.jit(
+            fpc.train_epoch,
+            static_argnames=("batch_size", "shuffle", "batch_sharding"),
+            donate_argnames=("state",),
+        ),
+        batch_sharding=parallel.batch_sharding,
     )
     evaluate = make_evaluate(config)
     examples_per_epoch = (num_train // config.batch_size) * config.batch_size
@@ -413,10 +427,10 @@ def _train_and_evaluate(
             jax.random.fold_in(data_rng, epoch),
             batch_size=config.batch_size,
         )
-        summary = jax.device_get(summarize_epoch(train_metrics))
+        summary = devices.to_host(summarize_epoch(train_metrics))
         train_seconds = time.perf_counter() - start
         eval_metrics, images = evaluate(state.params, eval_set)
-        eval_metrics = jax.device_get(eval_metrics)
+        eval_metrics = devices.to_host(eval_metrics)
         return state, {
             "epoch": epoch,
             "train_energy": float(summary["train_energy"]),
@@ -443,12 +457,15 @@ def _train_and_evaluate(
             "test_mse": f"{record['test_mse']:.4f}",
         },
         check=lambda record: _check_finite(record, config),
+        primary=devices.is_primary(),
     )
+    if not devices.is_primary():  # process 0 reports and draws
+        return state
 
     epochs = max(config.num_epochs, start_epoch)
     if images is None:  # Nothing trained in this run: evaluate the restored state.
         final, images = evaluate(state.params, eval_set)
-        final = {k: float(v) for k, v in jax.device_get(final).items()}
+        final = {k: float(v) for k, v in devices.to_host(final).items()}
     else:
         final = history[-1]
     title = (
@@ -458,7 +475,13 @@ def _train_and_evaluate(
     if history:
         plots.plot_curves(history, workdir_path / "curves.png", title=title)
     save_samples(
-        config, state.params, eval_set, images, sample_rng, workdir_path / "samples.png", title
+        config,
+        devices.to_host(state.params),
+        devices.to_host(eval_set),
+        devices.to_host(images),
+        sample_rng,
+        workdir_path / "samples.png",
+        title,
     )
     logging.info(_final_line(final, epochs))
     return state
