@@ -10,7 +10,9 @@ Several hosts (or processes): start the same command in every process with
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +65,10 @@ def join_processes() -> None:
         raise DistributedError(
             f"--process_id={FLAGS.process_id} must be in 0..{FLAGS.num_processes - 1}."
         )
+    if FLAGS.process_id != 0:
+        # JAX aborts the process (a C++ fatal error) when it cannot reach the
+        # coordinator: wait for it here, where a clear message can be given.
+        _wait_for_coordinator(FLAGS.coordinator_address, FLAGS.initialization_timeout)
     # CPU processes exchange their arrays through gloo (GPUs use NCCL regardless).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
@@ -78,6 +84,25 @@ def join_processes() -> None:
             f"process {FLAGS.process_id} could not join the run at {FLAGS.coordinator_address} "
             f"within {FLAGS.initialization_timeout} s ({str(e).splitlines()[0]})."
         ) from None
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(f"--coordinator_address={address!r}: expected host:port.")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise DistributedError(
+                    f"process {FLAGS.process_id} could not join the run at {address} within "
+                    f"{timeout:g} s: nothing answers there ({e.strerror or e}). Start process 0 "
+                    "first, or check the address."
+                ) from None
+            time.sleep(0.5)
 
 
 def make_main(
