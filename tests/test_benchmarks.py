@@ -1,5 +1,7 @@
 """benchmarks/: the plain-JAX yardstick computes what flax_pc computes, and the script runs."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,3 +170,22 @@ def test_benchmark_script_runs_cnn_and_resnet(tmp_path):
     for result in point["results"].values():
         assert result["xla_temp_bytes"] > 0
     assert (tmp_path / "resnet.json").is_file()
+
+
+@pytest.mark.slow
+def test_scaling_script_checks_simulated_devices(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "scaling.py"
+    args = ["--simulate_cpu_devices", "2", "--steps", "3", "--batch_size", "64", "--repeats", "1"]
+    out = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "it is not a speed-up measurement" in out.stdout
+    report = json.loads((tmp_path / "scaling.json").read_text())
+    assert [row["devices"] for row in report["rows"]] == [1, 2]
+    assert report["rows"][1]["max_weight_difference_to_1"] < 1e-4
