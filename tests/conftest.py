@@ -1,6 +1,31 @@
-"""Shared set-up of the flax_pc tests (markers and warnings: pyproject.toml)."""
+"""Shared set-up and fixtures of the flax_pc tests (markers and warnings: pyproject.toml).
+
+Helpers that are plain functions (``assert_trees_close``, ...) are in ``helpers.py``.
+"""
 
 import os
 
+import pytest
+from helpers import with_overrides
+
 # Tests compare against float32 references; keep XLA on the CPU deterministic.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+
+
+@pytest.fixture
+def mnist_config():
+    """configs/test.py (examples/mnist, tiny and synthetic) with overrides.
+
+    ``mnist_config(batch_size=32)`` sets fields as ``--config.batch_size=32`` does.
+    """
+    from flax_pc_examples.configs import test
+
+    return lambda **overrides: with_overrides(test.get_config(), overrides)
+
+
+@pytest.fixture
+def generative_config():
+    """configs/generative_test.py (examples/generative, tiny and synthetic) with overrides."""
+    from flax_pc_examples.configs import generative_test
+
+    return lambda **overrides: with_overrides(generative_test.get_config(), overrides)

@@ -8,22 +8,19 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
+from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
 
-X = jax.random.normal(jax.random.key(0), (6, 4))
-Y = jax.nn.one_hot(jnp.arange(6) % 3, 3)
+# NumPy constants: no JAX computation (and compilation) when the tests are collected.
+X = np.random.default_rng(0).standard_normal((6, 4), np.float32)
+Y = np.eye(3, dtype=np.float32)[np.arange(6) % 3]
 
 
 def _state(apply_fn, params, **kwargs):
     defaults = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
     return fpc.PCTrainState.create(apply_fn=apply_fn, params=params, **{**defaults, **kwargs})
-
-
-def _close(a, b, **kwargs):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, **kwargs)
 
 
 @pytest.mark.parametrize("algorithm", ["pc", "ipc", "bp"])
@@ -45,7 +42,7 @@ def test_equals_the_same_mlp_with_hand_written_nodes(algorithm):
         a, a_metrics = step(a)
         b, b_metrics = step(b)
         np.testing.assert_allclose(a_metrics["energy"], b_metrics["energy"], rtol=1e-6)
-    _close(a.params, b.params, rtol=1e-6, atol=1e-7)
+    assert_trees_close(a.params, b.params, rtol=1e-6, atol=1e-7)
     assert jax.tree_util.tree_structure(a.params) == jax.tree_util.tree_structure(params)
 
 

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
-from sklearn.datasets import load_digits
 
 import flax_pc as fpc
 
@@ -40,6 +39,8 @@ def test_masked_energy_ignores_masked_entries():
 
 
 def test_decoder_learns_and_fills_in_the_missing_half():
+    from sklearn.datasets import load_digits  # not at import: sklearn takes seconds to load
+
     images = load_digits().data.astype(np.float32) / 16.0
     order = np.random.default_rng(0).permutation(len(images))
     train, test = images[order[:1400]], images[order[1400:]]

@@ -1,12 +1,11 @@
 """examples/generative end to end (the documented command, resume, bad inputs) and its configs.
 
-The end-to-end tests run ``python examples/generative/main.py
---config=configs/generative_test.py`` (tiny, synthetic data) in a subprocess,
-as a user would.
+One test runs the documented command, ``python examples/generative/main.py
+--config=configs/generative_test.py`` (tiny, synthetic data), in a
+subprocess, as a user would; the others call ``train`` in-process.
 """
 
 import importlib
-import importlib.util
 import json
 import pathlib
 import re
@@ -19,8 +18,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from helpers import assert_trees_close, read_metrics, snapshot
 
 import flax_pc as fpc
+from flax_pc_examples.common import input_pipeline, records
 from flax_pc_examples.generative import train
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -42,12 +43,7 @@ METRICS = (
 
 
 def load_config(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"configs_{name}", ROOT / "configs" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return importlib.import_module(f"flax_pc_examples.configs.{name}").get_config()
 
 
 def run_main(workdir, *flags, config="configs/generative_test.py"):
@@ -55,11 +51,6 @@ def run_main(workdir, *flags, config="configs/generative_test.py"):
     cmd = [sys.executable, MAIN, f"--config={config}", f"--workdir={workdir}", *flags]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     return result.returncode, result.stderr
-
-
-def read_metrics(workdir):
-    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 # --- Configs -------------------------------------------------------------------
@@ -124,23 +115,23 @@ def test_bad_field_is_one_line(field, value, message):
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1.0])
-def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay(weight_decay):
-    config = load_config("generative_test")
-    config.learning_rate, config.weight_decay = 1e-2, weight_decay
+def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay(
+    weight_decay, generative_config
+):
+    config = generative_config(learning_rate=1e-2, weight_decay=weight_decay)
     state = train.create_train_state(config, jax.random.key(0))
     # Zero gradients: Adam's own step is 0, so only the decay moves the weights.
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     new = state.apply_gradients(grads=zeros)
     factor = 1 - config.learning_rate * weight_decay
-    for before, after in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
-        np.testing.assert_allclose(after, before * factor, rtol=1e-6)
+    assert_trees_close(new.params, jax.tree.map(lambda p: p * factor, state.params), rtol=1e-6)
 
 
 # --- Model ---------------------------------------------------------------------
 
 
-def test_decode_is_the_feed_forward_pass_from_the_latent():
-    config = load_config("generative_test")
+def test_decode_is_the_feed_forward_pass_from_the_latent(generative_config):
+    config = generative_config()
     model = train.create_model(config)
     prior = train.models.prior_mean(3, config.latent_size)
     params = model.init(jax.random.key(0), prior)["params"]
@@ -161,8 +152,8 @@ def test_decode_is_the_feed_forward_pass_from_the_latent():
     )
 
 
-def test_prior_samples_differ_and_are_images():
-    config = load_config("generative_test")
+def test_prior_samples_differ_and_are_images(generative_config):
+    config = generative_config()
     model = train.create_model(config)
     params = model.init(jax.random.key(0), train.models.prior_mean(1, config.latent_size))
     samples = train.sample_prior(config, params["params"], jax.random.key(1), 4)
@@ -176,17 +167,29 @@ def test_prior_samples_differ_and_are_images():
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A complete run of configs/generative_test.py: (workdir, returncode, stderr)."""
+    """A complete run of the documented command: (workdir, returncode, stderr)."""
     workdir = tmp_path_factory.mktemp("generative") / "workdir"
     code, stderr = run_main(workdir)
     return workdir, code, stderr
 
 
+@pytest.fixture
+def finished_copy(finished, tmp_path):
+    copy = tmp_path / "workdir"
+    shutil.copytree(finished[0], copy)
+    return copy
+
+
+def _log(caplog):
+    """The absl log lines of the in-process run, as main.py prints them."""
+    return [record.getMessage() for record in caplog.records]
+
+
 @pytest.mark.slow
-def test_documented_command_trains_and_saves_everything(finished):
+def test_documented_command_trains_and_saves_everything(finished, generative_config):
     workdir, code, stderr = finished
     assert code == 0, stderr
-    config = load_config("generative_test")
+    config = generative_config()
     epochs = config.num_epochs
     last_line = stderr.strip().splitlines()[-1]
     assert "Final held-out reconstruction MSE" in last_line, last_line
@@ -216,58 +219,72 @@ def test_documented_command_trains_and_saves_everything(finished):
 
 
 @pytest.mark.slow
-def test_rerun_of_a_finished_run_trains_nothing(finished):
-    workdir = finished[0]
-    before = read_metrics(workdir)
-    code, stderr = run_main(workdir)
-    assert code == 0, stderr
-    assert f"Resuming from epoch {len(before)} of {len(before)}" in stderr
-    assert read_metrics(workdir) == before
-    assert f"Final held-out reconstruction MSE {before[-1]['test_mse']:.4f}" in stderr
+def test_rerun_of_a_finished_run_trains_nothing(finished_copy, generative_config, caplog):
+    caplog.set_level("INFO")
+    before = read_metrics(finished_copy)
+    train.train_and_evaluate(generative_config(), str(finished_copy))
+    log = "\n".join(_log(caplog))
+    assert f"Resuming from epoch {len(before)} of {len(before)}" in log
+    assert read_metrics(finished_copy) == before
+    assert f"Final held-out reconstruction MSE {before[-1]['test_mse']:.4f}" in log
 
 
 @pytest.mark.slow
-def test_resumed_run_trains_only_the_new_epochs(finished, tmp_path):
-    workdir = tmp_path / "workdir"
-    shutil.copytree(finished[0], workdir)
-    before = read_metrics(workdir)
+def test_resumed_run_trains_only_the_new_epochs(finished_copy, generative_config, caplog):
+    caplog.set_level("INFO")
+    before = read_metrics(finished_copy)
     epochs = len(before) + 1
-    code, stderr = run_main(workdir, f"--config.num_epochs={epochs}")
-    assert code == 0, stderr
-    assert f"Resuming from epoch {len(before)} of {epochs}" in stderr
-    after = read_metrics(workdir)
+    train.train_and_evaluate(generative_config(num_epochs=epochs), str(finished_copy))
+    log = "\n".join(_log(caplog))
+    assert f"Resuming from epoch {len(before)} of {epochs}" in log
+    after = read_metrics(finished_copy)
     assert after[:-1] == before and after[-1]["epoch"] == epochs
-    assert f"epoch {epochs}/{epochs}: train energy" in stderr
+    assert f"epoch {epochs}/{epochs}: train energy" in log
 
 
-# name: (flags, the error's words)
+# name: (config overrides, the error, its words)
 BAD_INPUTS = {
-    "unknown output energy": (["--config.output_energy=hinge"], "config.output_energy = 'hinge'"),
+    "unknown output energy": (
+        {"output_energy": "hinge"}, train.ConfigError, "config.output_energy = 'hinge'"
+    ),
     "eval_size larger than the test set": (
-        ["--config.eval_size=1000"],
-        "config.eval_size = 1000 is larger than the test set (128 examples)",
+        {"eval_size": 1000},
+        train.ConfigError,
+        r"config.eval_size = 1000 is larger than the test set \(128 examples\)",
     ),
     "data_dir without files": (
-        ["--config.dataset=fashion_mnist", "--config.data_dir={tmp}"],
+        {"dataset": "fashion_mnist", "data_dir": "{tmp}"},
+        input_pipeline.DataError,
         "lacks train-images-idx3-ubyte.gz",
     ),
     "incompatible workdir": (
-        ["--config.latent_size=4"],
+        {"latent_size": 4},
+        records.WorkdirError,
         "holds a run with latent_size = 8, this config has 4",
     ),
-}
+}  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_exits_with_one_line(case, finished, tmp_path):
-    flags, message = BAD_INPUTS[case]
-    workdir = finished[0] if case == "incompatible workdir" else tmp_path / "new"
-    before = (finished[0] / "metrics.jsonl").read_text()
-    code, stderr = run_main(workdir, *(f.format(tmp=tmp_path) for f in flags))
-    assert code == 1
-    assert "Traceback" not in stderr
-    last_line = stderr.strip().splitlines()[-1]
-    assert last_line.startswith("Error: ") and message in last_line, stderr
-    assert (finished[0] / "metrics.jsonl").read_text() == before
+def _in_finished_workdir(case):
+    # The finished workdir is the documented command's run: a subprocess, slow.
+    return [pytest.mark.slow] if case == "incompatible workdir" else []
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, marks=_in_finished_workdir(case)) for case in BAD_INPUTS]
+)
+def test_bad_input_is_one_line_and_changes_nothing(case, generative_config, request, tmp_path):
+    overrides, error, message = BAD_INPUTS[case]
+    overrides = {
+        k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()
+    }
+    finished = request.getfixturevalue("finished_copy") if _in_finished_workdir(case) else None
+    before = snapshot(finished) if finished else None
+    workdir = finished or tmp_path / "new"
+    with pytest.raises(error, match=message) as raised:
+        train.train_and_evaluate(generative_config(**overrides), str(workdir))
+    assert isinstance(raised.value, train.USER_ERRORS)  # main.py prints "Error: ..."
+    assert "\n" not in str(raised.value)
+    if finished:
+        assert snapshot(finished) == before
     assert not (tmp_path / "new").exists()

@@ -8,11 +8,13 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
+from helpers import assert_trees_close
 
 import flax_pc as fpc
 
-X = jax.random.normal(jax.random.key(0), (8, 5))
-Y = jax.nn.one_hot(jnp.arange(8) % 3, 3)
+# NumPy constants: no JAX computation (and compilation) when the tests are collected.
+X = np.random.default_rng(0).standard_normal((8, 5), np.float32)
+Y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
 
 
 def _create(model, x=X, inference_steps=3, node_lr=0.05, train=None, tx=None, **kwargs):
@@ -27,11 +29,6 @@ def _create(model, x=X, inference_steps=3, node_lr=0.05, train=None, tx=None, **
         model_state={k: v for k, v in variables.items() if k != "params"},
         **kwargs,
     )
-
-
-def _close(a, b, **kwargs):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, **kwargs)
 
 
 # --- BatchNorm ----------------------------------------------------------------
@@ -142,7 +139,7 @@ def test_train_epoch_carries_the_model_state():
     keys = jax.random.split(jax.random.split(jax.random.key(4))[1], 4)
     for i in range(4):
         state, _ = step(state, x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8], keys[i])
-    _close(by_epoch.model_state, state.model_state, rtol=1e-5, atol=1e-7)
+    assert_trees_close(by_epoch.model_state, state.model_state, rtol=1e-5, atol=1e-7)
     assert not np.allclose(state.model_state["batch_stats"]["BatchNorm_0"]["mean"], 0)
 
 
@@ -154,7 +151,7 @@ def test_model_state_survives_an_orbax_checkpoint(tmp_path):
         manager.save(1, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
         restored = manager.restore(1, args=ocp.args.StandardRestore(_create(BatchNormMLP())))
-    _close(restored.model_state, state.model_state, rtol=0, atol=0)
+    assert_trees_close(restored.model_state, state.model_state, rtol=0, atol=0)
 
 
 # --- Dropout ------------------------------------------------------------------
@@ -188,7 +185,7 @@ def test_dropout_same_key_same_result_other_key_other_result():
     a, _ = _dropout_step(jax.random.key(7))
     b, _ = _dropout_step(jax.random.key(7))
     c, _ = _dropout_step(jax.random.key(8))
-    _close(a.params, b.params, rtol=0, atol=0)
+    assert_trees_close(a.params, b.params, rtol=0, atol=0)
     assert not np.allclose(a.params["Dense_0"]["kernel"], c.params["Dense_0"]["kernel"])
 
 
@@ -196,7 +193,7 @@ def test_dropout_dict_of_streams():
     key = jax.random.key(7)
     by_key, _ = _dropout_step(key)
     by_dict, _ = _dropout_step(fpc.as_rngs(key))
-    _close(by_key.params, by_dict.params, rtol=0, atol=0)
+    assert_trees_close(by_key.params, by_dict.params, rtol=0, atol=0)
     only_dropout, _ = _dropout_step({"dropout": jax.random.key(9)})
     assert np.all(np.isfinite(only_dropout.params["Dense_0"]["kernel"]))
 
@@ -302,7 +299,7 @@ def test_scan_stack_equals_unrolled_stack(algorithm):
         stacked = s_metrics["node_energies"]["blocks/PCNode_0"]
         per_block = sum(u_metrics["node_energies"][f"blocks_{i}/PCNode_0"] for i in range(3))
         np.testing.assert_allclose(stacked, per_block, rtol=1e-5, atol=1e-7)
-    _close(_unstack(scanned.params), unrolled.params, rtol=1e-5, atol=1e-6)
+    assert_trees_close(_unstack(scanned.params), unrolled.params, rtol=1e-5, atol=1e-6)
     # The energy did flow into the stack: its nodes moved off their predictions.
     assert float(s_metrics["node_energies"]["blocks/PCNode_0"]) > 0
 
@@ -342,7 +339,7 @@ def test_remat_equals_plain():
     a, a_metrics = step(_state(Remat(), params))
     b, b_metrics = step(_state(Unrolled(), params))
     np.testing.assert_allclose(a_metrics["energy"], b_metrics["energy"], rtol=1e-6)
-    _close(a.params, b.params, rtol=1e-6, atol=1e-7)
+    assert_trees_close(a.params, b.params, rtol=1e-6, atol=1e-7)
 
 
 class Ensemble(nn.Module):
@@ -380,7 +377,7 @@ def test_vmap_members_equal_unrolled_members():
     b, b_metrics = step(_state(EnsembleUnrolled(), unstacked))
     np.testing.assert_allclose(a_metrics["energy"], b_metrics["energy"], rtol=1e-5)
     for i in range(DEPTH):
-        _close(
+        assert_trees_close(
             jax.tree_util.tree_map(lambda v, i=i: v[i], a.params["members"]),
             b.params[f"blocks_{i}"], rtol=1e-5, atol=1e-6,
         )  # fmt: skip
@@ -489,7 +486,9 @@ def test_vmap_over_seeds_equals_one_seed_at_a_time():
     for seed in range(3):
         one_params, one_energy = jax.jit(run)(seed)
         np.testing.assert_allclose(energies[seed], one_energy, rtol=1e-5)
-        _close(jax.tree_util.tree_map(lambda p, s=seed: p[s], params), one_params, rtol=1e-5)
+        assert_trees_close(
+            jax.tree_util.tree_map(lambda p, s=seed: p[s], params), one_params, rtol=1e-5
+        )
 
 
 # --- Unrolling ------------------------------------------------------------------
@@ -502,7 +501,7 @@ def test_unroll_does_not_change_the_result(unroll):
     a, a_metrics = step(_create(model, train=True, inference_steps=5, unroll=unroll))
     b, b_metrics = step(_create(model, train=True, inference_steps=5))
     np.testing.assert_allclose(a_metrics["energy"], b_metrics["energy"], rtol=1e-6)
-    _close(a.params, b.params, rtol=1e-5, atol=1e-7)
+    assert_trees_close(a.params, b.params, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("unroll", [0, -1, 1.5, "yes"])

@@ -5,12 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
 
-X = jax.random.normal(jax.random.key(0), (50, 4))
-Y = jax.nn.one_hot(jnp.arange(50) % 3, 3)
+# NumPy constants: no JAX computation (and compilation) when the tests are collected.
+X = np.random.default_rng(0).standard_normal((50, 4), np.float32)
+Y = np.eye(3, dtype=np.float32)[np.arange(50) % 3]
 
 
 def _state():
@@ -36,22 +38,17 @@ def test_epoch_equals_the_batch_loop():
         idx = order[b * 16 : (b + 1) * 16]
         expected, batch_metrics = step(expected, X[idx], Y[idx])
         np.testing.assert_allclose(metrics["energy"][b], batch_metrics["energy"], rtol=1e-6)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(expected.params)
-    ):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert_trees_close(state.params, expected.params, rtol=1e-6, atol=1e-7)
     assert int(state.step) == 3
 
 
 def test_epoch_without_shuffle_takes_batches_in_order():
-    state, _ = fpc.train_epoch(_state(), X, Y, jax.random.key(0), batch_size=25, shuffle=False)
+    x, y = jnp.asarray(X), jnp.asarray(Y)  # un-jitted train_epoch indexes them with tracers
+    state, _ = fpc.train_epoch(_state(), x, y, jax.random.key(0), batch_size=25, shuffle=False)
     expected = _state()
     for b in range(2):
         expected, _ = expected.train_step(X[b * 25 : (b + 1) * 25], Y[b * 25 : (b + 1) * 25])
-    for a, b in zip(
-        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(expected.params)
-    ):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert_trees_close(state.params, expected.params, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("batch_size", [0, 51, 2.5])

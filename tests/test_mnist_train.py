@@ -1,12 +1,13 @@
 """examples/mnist end to end: the documented command, resume after a kill, bad inputs, divergence.
 
-Each test runs ``python examples/mnist/main.py --config=configs/test.py`` (tiny,
-synthetic data) in a subprocess, as a user would.
+Three tests start ``python examples/mnist/main.py`` in a subprocess, as a user
+would: the documented command on ``configs/test.py`` (tiny, synthetic data), a
+run killed mid-save and resumed on a pseudo-terminal, and a user error (one
+``Error: ...`` line, exit code 1). Everything else calls
+``train.train_and_evaluate`` in-process.
 """
 
 import fcntl
-import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,23 +21,27 @@ import termios
 import jax
 import numpy as np
 import pytest
+from helpers import assert_trees_close, read_metrics, snapshot
 
-from flax_pc_examples.common import input_pipeline
+from flax_pc_examples.common import input_pipeline, loop, records
 from flax_pc_examples.mnist import train
 
 ROOT = pathlib.Path(__file__).parents[1]
 MAIN = "examples/mnist/main.py"
 VOLATILE = ("seconds", "examples_per_second")  # wall-clock measurements
+#: The in-process runs: one short epoch of configs/test.py.
+SHORT = {"num_epochs": 1, "synthetic_train_size": 128, "synthetic_test_size": 32}
 
 # Runs main.py but SIGKILLs itself when the checkpoint of epoch {epoch} is about
 # to be saved: after that epoch's metrics line, before its checkpoint exists.
 KILLED_AT_SAVE = """
 import os, signal, sys
 sys.argv = ["{main}"] + sys.argv[1:]
+import orbax.checkpoint as ocp
 from absl import app
-from flax_pc_examples.mnist import main, train
+from flax_pc_examples.mnist import main
 
-save = train.ocp.CheckpointManager.save
+save = ocp.CheckpointManager.save
 
 def save_or_die(self, step, *args, **kwargs):
     if step == {epoch}:
@@ -44,7 +49,7 @@ def save_or_die(self, step, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return save(self, step, *args, **kwargs)
 
-train.ocp.CheckpointManager.save = save_or_die
+ocp.CheckpointManager.save = save_or_die
 app.run(main.main)
 """
 
@@ -75,23 +80,8 @@ def run_main(workdir, *flags, config="configs/test.py", script=None, tty=False):
     return process.returncode, b"".join(chunks).decode(errors="replace"), stdout.decode()
 
 
-def read_metrics(workdir):
-    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
 def deterministic(records):
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
-
-
-def snapshot(folder):
-    """Every file under ``folder`` with its SHA-256."""
-    folder = pathlib.Path(folder)
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def checkpoint_steps(workdir):
@@ -101,7 +91,7 @@ def checkpoint_steps(workdir):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A complete 3-epoch run of configs/test.py: (workdir, returncode, stderr)."""
+    """A complete 3-epoch run of the documented command: (workdir, returncode, stderr)."""
     workdir = tmp_path_factory.mktemp("finished") / "workdir"
     code, stderr, _ = run_main(workdir)
     return workdir, code, stderr
@@ -112,6 +102,14 @@ def finished_copy(finished, tmp_path):
     copy = tmp_path / "workdir"
     shutil.copytree(finished[0], copy)
     return copy
+
+
+def _log(caplog):
+    """The absl log lines of the in-process run, as main.py prints them."""
+    return [record.getMessage() for record in caplog.records]
+
+
+# --- The command line (subprocesses) ------------------------------------------
 
 
 @pytest.mark.slow
@@ -141,6 +139,20 @@ def test_documented_command_trains_and_saves_everything(finished):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+def test_user_error_is_one_line_and_exit_code_1(tmp_path):
+    """main.py prints a user error (here a bad config value) as one line, no traceback.
+
+    Not slow: the error comes before any training. The other user errors are
+    checked in-process (``train.USER_ERRORS`` are the ones printed so).
+    """
+    code, stderr, _ = run_main(tmp_path / "new", "--config.learning_rate=-0.1")
+    assert code == 1
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("Error: config.learning_rate = -0.1"), stderr
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
     workdir = tmp_path / "workdir"
@@ -157,110 +169,113 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
     assert checkpoint_steps(workdir) == [2, 3]
 
 
+# --- Resume, bad inputs, divergence (in-process) -------------------------------
+
+
 @pytest.mark.slow
-def test_rerun_of_a_finished_run_trains_nothing(finished, finished_copy):
+def test_rerun_of_a_finished_run_trains_nothing(finished_copy, mnist_config, caplog):
+    caplog.set_level("INFO")
     before = read_metrics(finished_copy)
-    code, stderr, _ = run_main(finished_copy)
-    assert code == 0, stderr
-    assert "Resuming from epoch 3 of 3" in stderr
+    state = train.train_and_evaluate(mnist_config(), str(finished_copy))
+    assert int(state.step) == 3 * 512 // 64
+    log = _log(caplog)
+    assert "Resuming from epoch 3 of 3." in log
     assert read_metrics(finished_copy) == before
-    assert (
-        stderr.strip()
-        .splitlines()[-1]
-        .endswith(f"Final test accuracy: {100 * before[-1]['test_accuracy']:.2f}% after 3 epochs.")
-    )
+    accuracy = 100 * before[-1]["test_accuracy"]
+    final = [line for line in log if line.startswith("Final test accuracy")]
+    assert final == [f"Final test accuracy: {accuracy:.2f}% after 3 epochs."]
 
 
 def _corrupt_data_dir(folder):
     folder.mkdir()
-    for name in (
-        "train-images-idx3-ubyte.gz",
-        "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
-    ):
+    for name in input_pipeline.IDX_FILES.values():
         (folder / name).write_bytes(b"not gzip")
     return folder
 
 
-# name: (flags, the error's words, run in the finished workdir or in a new one)
+# name: (config overrides, the error, its words, run in the finished workdir or a new one)
 BAD_INPUTS = {
-    "unknown dataset": (["--config.dataset=cifar10"], "config.dataset = 'cifar10'", "finished"),
-    "unknown model": (["--config.model=vgg"], "config.model = 'vgg'", "finished"),
-    "negative size": (["--config.hidden_sizes=(32,-4)"], "config.hidden_sizes", "finished"),
-    "zero node learning rate": (
-        ["--config.node_learning_rate=0"],
-        "config.node_learning_rate",
-        "finished",
+    "unknown dataset": (
+        {"dataset": "cifar10"}, train.ConfigError, "config.dataset = 'cifar10'", "finished"
     ),
-    "negative learning rate": (["--config.learning_rate=-0.1"], "config.learning_rate", "new"),
+    "unknown model": ({"model": "vgg"}, train.ConfigError, "config.model = 'vgg'", "finished"),
+    "negative size": (
+        {"hidden_sizes": (32, -4)}, train.ConfigError, "config.hidden_sizes", "finished"
+    ),
+    "zero node learning rate": (
+        {"node_learning_rate": 0}, train.ConfigError, "config.node_learning_rate", "finished"
+    ),
+    "negative learning rate": (
+        {"learning_rate": -0.1}, train.ConfigError, "config.learning_rate", "new"
+    ),
     "batch larger than data": (
-        ["--config.batch_size=4096"],
-        "larger than the training set (512 examples)",
+        {"batch_size": 4096},
+        train.ConfigError,
+        r"larger than the training set \(512 examples\)",
         "finished",
     ),
     "data_dir without files": (
-        ["--config.dataset=mnist", "--config.data_dir={tmp}"],
+        {"dataset": "mnist", "data_dir": "{tmp}"},
+        input_pipeline.DataError,
         "lacks train-images-idx3-ubyte.gz",
         "new",
     ),
     "data_dir with corrupt files": (
-        ["--config.dataset=mnist", "--config.data_dir={corrupt}"],
+        {"dataset": "mnist", "data_dir": "{corrupt}"},
+        input_pipeline.DataError,
         "not a readable gzip file",
         "new",
     ),
     "incompatible checkpoint": (
-        ["--config.hidden_sizes=(16,)"],
-        "holds a run with hidden_sizes = (32, 32), this config has (16,)",
+        {"hidden_sizes": (16,)},
+        records.WorkdirError,
+        r"holds a run with hidden_sizes = \(32, 32\), this config has \(16,\)",
         "finished",
     ),
-}
+}  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_one_line_and_changes_nothing(case, finished_copy, tmp_path):
-    flags, message, workdir = BAD_INPUTS[case]
+def _needs_finished(case):
+    # A finished workdir is the documented command's run: a subprocess, slow.
+    return [pytest.mark.slow] if BAD_INPUTS[case][3] == "finished" else []
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, marks=_needs_finished(case)) for case in BAD_INPUTS]
+)
+def test_bad_input_is_one_line_and_changes_nothing(case, mnist_config, request, tmp_path):
+    overrides, error, message, where = BAD_INPUTS[case]
     corrupt = _corrupt_data_dir(tmp_path / "corrupt")
-    flags = [f.format(tmp=tmp_path, corrupt=corrupt) for f in flags]
-    workdir = finished_copy if workdir == "finished" else tmp_path / "new"
-    before = snapshot(finished_copy)
-    code, stderr, _ = run_main(workdir, *flags)
-    assert code == 1
-    assert "Traceback" not in stderr
-    last_line = stderr.strip().splitlines()[-1]
-    assert last_line.startswith("Error: ") and message in last_line, stderr
-    assert snapshot(finished_copy) == before
+    overrides = {
+        k: v.format(tmp=tmp_path, corrupt=corrupt) if isinstance(v, str) else v
+        for k, v in overrides.items()
+    }
+    workdir = request.getfixturevalue("finished_copy") if where == "finished" else None
+    before = snapshot(workdir) if workdir else None
+    with pytest.raises(error, match=message) as raised:
+        train.train_and_evaluate(mnist_config(**overrides), str(workdir or tmp_path / "new"))
+    assert isinstance(raised.value, train.USER_ERRORS)  # main.py prints "Error: ..."
+    assert "\n" not in str(raised.value)
+    if workdir:
+        assert snapshot(workdir) == before
     assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(finished_copy):
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(finished_copy, mnist_config):
     checkpoints = snapshot(finished_copy / "checkpoints")
     metrics = read_metrics(finished_copy)
-    code, stderr, _ = run_main(
-        finished_copy, "--config.num_epochs=4", "--config.node_learning_rate=1e30"
-    )
-    assert code == 1
-    last_line = stderr.strip().splitlines()[-1]
-    assert last_line.startswith("Error: the energy became") and "in epoch 4" in last_line
-    assert "config.node_learning_rate (now 1e+30)" in last_line
-    assert "Traceback" not in stderr
+    config = mnist_config(num_epochs=4, node_learning_rate=1e30)
+    with pytest.raises(loop.DivergedError, match="^the energy became") as raised:
+        train.train_and_evaluate(config, str(finished_copy))
+    message = str(raised.value)
+    assert isinstance(raised.value, train.USER_ERRORS) and "\n" not in message
+    assert "in epoch 4" in message and "config.node_learning_rate (now 1e+30)" in message
     assert snapshot(finished_copy / "checkpoints") == checkpoints
     assert read_metrics(finished_copy) == metrics
 
 
-def _test_config(**overrides):
-    spec = importlib.util.spec_from_file_location("configs_test", ROOT / "configs" / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    config.num_epochs = 1
-    config.synthetic_train_size = 128
-    config.synthetic_test_size = 32
-    for key, value in overrides.items():
-        config[key] = value
-    return config
+# --- Other models and loops (in-process) ---------------------------------------
 
 
 # A tiny ResNet with BatchNorm and dropout (trained by PC, so dropout runs under inference).
@@ -274,10 +289,6 @@ RESNET = {
 }
 
 
-def _leaves(tree):
-    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
@@ -289,9 +300,8 @@ def _leaves(tree):
     ],
     ids=["resnet-batchnorm-dropout", "cnn", "ipc-cross-entropy-zeros", "bp-adamw-cosine"],
 )
-def test_variants_train_in_process(overrides, tmp_path):
-
-    state = train.train_and_evaluate(_test_config(**overrides), str(tmp_path))
+def test_variants_train_in_process(overrides, mnist_config, tmp_path):
+    state = train.train_and_evaluate(mnist_config(**SHORT, **overrides), str(tmp_path))
     records = read_metrics(tmp_path)
     assert len(records) == 1 and np.isfinite(records[0]["train_energy"])
     assert int(state.step) > 0
@@ -309,7 +319,7 @@ def test_variants_train_in_process(overrides, tmp_path):
     [({"node_init": "normal", "dropout_rate": 0.25}, 1e-4), (RESNET, 1e-2)],
     ids=["mlp-normal-init-dropout", "resnet-batchnorm-dropout"],
 )
-def test_batch_loop_gives_the_epoch_loops_result(overrides, rtol, tmp_path):
+def test_batch_loop_gives_the_epoch_loops_result(overrides, rtol, mnist_config, tmp_path):
     """``loop='batch'`` draws the same batches and keys as ``fpc.train_epoch``.
 
     The two compile differently, so the results agree up to float rounding;
@@ -320,42 +330,33 @@ def test_batch_loop_gives_the_epoch_loops_result(overrides, rtol, tmp_path):
     the MLP's params too. Another data order or dropout mask changes the
     metrics by far more.
     """
-
     states, records = {}, {}
-    for loop in ("epoch", "batch"):
-        config = _test_config(loop=loop, num_epochs=2, **overrides)
-        states[loop] = train.train_and_evaluate(config, str(tmp_path / loop))
-        records[loop] = deterministic(read_metrics(tmp_path / loop))
-    assert jax.tree_util.tree_structure(records["epoch"]) == jax.tree_util.tree_structure(
-        records["batch"]
-    )
-    compared = ("metrics",) if overrides.get("model") == "resnet" else ("metrics", "params")
-    for name, expected, actual in zip(
-        compared,
-        [records["epoch"], states["epoch"].params],
-        [records["batch"], states["batch"].params],
-    ):
-        for e, a in zip(_leaves(expected), _leaves(actual)):
-            np.testing.assert_allclose(a, e, rtol=rtol, atol=1e-4, err_msg=name)
+    for loop_kind in ("epoch", "batch"):
+        config = mnist_config(**{**SHORT, "num_epochs": 2}, loop=loop_kind, **overrides)
+        states[loop_kind] = train.train_and_evaluate(config, str(tmp_path / loop_kind))
+        records[loop_kind] = deterministic(read_metrics(tmp_path / loop_kind))
+    assert_trees_close(records["batch"], records["epoch"], rtol=rtol, atol=1e-4, err_msg="metrics")
+    if overrides.get("model") != "resnet":
+        assert_trees_close(
+            states["batch"].params, states["epoch"].params, rtol=rtol, atol=1e-4, err_msg="params"
+        )
     assert int(states["batch"].step) == int(states["epoch"].step) == 2 * (128 // config.batch_size)
 
 
 @pytest.mark.slow
-def test_model_state_survives_checkpoint_and_resume(tmp_path):
-
-    config = _test_config(num_epochs=2, **RESNET)
+def test_model_state_survives_checkpoint_and_resume(mnist_config, tmp_path):
+    config = mnist_config(**{**SHORT, "num_epochs": 2}, **RESNET)
     whole = train.train_and_evaluate(config, str(tmp_path / "whole"))
 
     config.num_epochs = 1
     first = train.train_and_evaluate(config, str(tmp_path / "resumed"))
     restored = train.train_and_evaluate(config, str(tmp_path / "resumed"))  # trains nothing
     assert set(restored.model_state) == {"batch_stats"}
-    for saved, loaded in zip(_leaves(first.model_state), _leaves(restored.model_state)):
-        np.testing.assert_array_equal(loaded, saved)
+    assert_trees_close(restored.model_state, first.model_state, rtol=0, atol=0)
     fresh = train.create_train_state(config, jax.random.key(0), steps_per_epoch=4)
-    assert any(
+    assert any(  # training moved the batch statistics
         not np.array_equal(a, b)
-        for a, b in zip(_leaves(fresh.model_state), _leaves(restored.model_state))
+        for a, b in zip(jax.tree.leaves(fresh.model_state), jax.tree.leaves(restored.model_state))
     )
 
     config.num_epochs = 2
@@ -363,16 +364,15 @@ def test_model_state_survives_checkpoint_and_resume(tmp_path):
     assert deterministic(read_metrics(tmp_path / "resumed")) == deterministic(
         read_metrics(tmp_path / "whole")
     )
-    for expected, actual in zip(_leaves(whole.model_state), _leaves(resumed.model_state)):
-        np.testing.assert_array_equal(actual, expected)
+    assert_trees_close(resumed.model_state, whole.model_state, rtol=0, atol=0)
 
 
 @pytest.mark.slow
-def test_tfds_mnist_in_process(tmp_path, monkeypatch):
+def test_tfds_mnist_in_process(mnist_config, tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
     monkeypatch.setattr(input_pipeline, "network_available", lambda: True)
-    config = _test_config(dataset="mnist", batch_size=32)
+    config = mnist_config(**SHORT, dataset="mnist", batch_size=32)
     with tfds.testing.mock_data(num_examples=100):
         train.train_and_evaluate(config, str(tmp_path))
     (record,) = read_metrics(tmp_path)

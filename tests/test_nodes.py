@@ -9,7 +9,8 @@ from pc_models import MLP
 
 import flax_pc as fpc
 
-X = jax.random.normal(jax.random.key(0), (5, 4))
+# A NumPy constant: no JAX computation (and compilation) when the tests are collected.
+X = np.random.default_rng(0).standard_normal((5, 4), np.float32)
 
 
 def _params(model, x=X):

@@ -9,12 +9,14 @@ import optax
 import pytest
 import reference_pc as ref
 from flax import linen as nn
+from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
 
-X = jax.random.normal(jax.random.key(0), (16, 4))
-Y = jax.nn.one_hot(jnp.arange(16) % 3, 3)
+# NumPy constants: no JAX computation (and compilation) when the tests are collected.
+X = np.random.default_rng(0).standard_normal((16, 4), np.float32)
+Y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
 
 
 def _state(model=None, x=X, **kwargs):
@@ -43,9 +45,7 @@ def test_train_step_equals_the_reference_implementation():
         updates, opt_state = adam.update(grads, opt_state, weights)
         weights = optax.apply_updates(weights, updates)
         np.testing.assert_allclose(metrics["energy"], np.array(energies) / 16, rtol=1e-5)
-    for got, want in zip(ref.from_flax(state.params), weights):
-        np.testing.assert_allclose(got[0], want[0], atol=1e-5)
-        np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+    assert_trees_close(ref.from_flax(state.params), weights, atol=1e-5)
     assert int(state.step) == 5
 
 
@@ -86,11 +86,8 @@ def test_model_without_nodes_is_backprop_with_one_warning():
         step(new_state, X, Y)
     assert len([w for w in caught if "plain backprop" in str(w.message)]) == 1
     backprop = ref.backprop_gradients(ref.from_flax(state.params), X, Y)
-    for (k, b), (gk, gb), (k0, b0) in zip(
-        ref.from_flax(new_state.params), backprop, ref.from_flax(state.params)
-    ):
-        np.testing.assert_allclose(k, k0 - 0.1 * gk, atol=1e-6)
-        np.testing.assert_allclose(b, b0 - 0.1 * gb, atol=1e-6)
+    expected = jax.tree.map(lambda w, g: w - 0.1 * g, ref.from_flax(state.params), backprop)
+    assert_trees_close(ref.from_flax(new_state.params), expected, atol=1e-6)
     assert metrics["energy"].shape == (4,)
 
 
@@ -148,15 +145,11 @@ def test_orbax_checkpoint_round_trip(tmp_path):
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
         restored = manager.restore(1, args=ocp.args.StandardRestore(fresh))
     assert isinstance(restored, fpc.PCTrainState)
-    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_close(restored, state, rtol=0, atol=0)
     assert restored.inference_steps == 4
     again, _ = restored.train_step(X, Y)
     expected, _ = state.train_step(X, Y)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(again.params), jax.tree_util.tree_leaves(expected.params)
-    ):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_close(again.params, expected.params, rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -204,7 +197,5 @@ def test_train_step_equals_the_pure_functions(model):
     grads = jax.grad(lambda p: fpc.energy(model.apply, p, nodes, X, Y).total)(state.params)
     new_state, metrics = state.train_step(X, Y)
     np.testing.assert_allclose(metrics["energy"][:-1], trajectory.total / 16, rtol=1e-6)
-    for p0, p1, g in zip(
-        *(jax.tree_util.tree_leaves(t) for t in (state.params, new_state.params, grads))
-    ):
-        np.testing.assert_allclose(p0 - p1, g, rtol=1e-5, atol=1e-7)
+    step = jax.tree.map(lambda p0, p1: p0 - p1, state.params, new_state.params)  # lr = 1
+    assert_trees_close(step, grads, rtol=1e-5, atol=1e-7)

@@ -6,12 +6,14 @@ import numpy as np
 import optax
 import pytest
 import reference_pc as ref
+from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
 
-X = jax.random.normal(jax.random.key(0), (12, 4))
-Y = jax.nn.one_hot(jnp.arange(12) % 3, 3)
+# NumPy constants: no JAX computation (and compilation) when the tests are collected.
+X = np.random.default_rng(0).standard_normal((12, 4), np.float32)
+Y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
 
 
 def _state(model=None, **kwargs):
@@ -23,9 +25,8 @@ def _state(model=None, **kwargs):
 
 
 def _assert_weights(params, weights, atol=1e-6):
-    for (k, b), (k_ref, b_ref) in zip(ref.from_flax(params), weights):
-        np.testing.assert_allclose(k, k_ref, atol=atol)
-        np.testing.assert_allclose(b, b_ref, atol=atol)
+    """Flax params against the reference's ``[(kernel, bias), ...]``."""
+    assert_trees_close(ref.from_flax(params), weights, atol=atol)
 
 
 def test_ipc_is_three_joint_steps_by_hand():
@@ -76,8 +77,7 @@ def test_bp_equals_an_independent_optax_loop():
         x, y = X * (1 + 0.1 * i), jnp.roll(Y, i, axis=0)
         state, metrics = step(state, x, y)
         params, opt_state = optax_step(params, opt_state, x, y)
-    for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(params)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert_trees_close(state.params, params, atol=1e-6)
     assert metrics["node_energies"] == {}
 
 
@@ -98,8 +98,7 @@ def test_nudging_follows_its_definition(beta):
 def test_nudging_with_beta_one_is_clamping():
     clamped, _ = _state().train_step(X, Y)
     nudged, _ = _state(nudging=1.0).train_step(X, Y)
-    for a, b in zip(jax.tree_util.tree_leaves(clamped), jax.tree_util.tree_leaves(nudged)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    assert_trees_close(clamped, nudged, rtol=1e-5, atol=1e-8)
 
 
 def _cosines(grads, reference):
