@@ -454,19 +454,17 @@ def infer(
       :class:`Energy` *before* each step, stacked (leading axis ``T``).
 
     Example:
+      A PCNode works in ``nn.Sequential`` too:
+
       >>> import jax, jax.numpy as jnp, optax
       >>> from flax import linen as nn
       >>> import flax_pc as fpc
-      >>> class MLP(nn.Module):
-      ...     @nn.compact
-      ...     def __call__(self, x):
-      ...         return nn.Dense(2)(fpc.PCNode()(nn.tanh(nn.Dense(8)(x))))
-      >>> model, x, y = MLP(), jnp.ones((3, 4)), jnp.zeros((3, 2))
-      >>> params = model.init(jax.random.key(0), x)["params"]
-      >>> nodes = fpc.init_nodes(model.apply, params, x)
-      >>> nodes, energies = fpc.infer(
-      ...     model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=5
-      ... )
+      >>> model = nn.Sequential([nn.Dense(8), nn.tanh, fpc.PCNode(), nn.Dense(2)])
+      >>> inputs, targets = jnp.ones((3, 4)), jnp.zeros((3, 2))
+      >>> params = model.init(jax.random.key(0), inputs)["params"]
+      >>> start = fpc.init_nodes(model.apply, params, inputs)
+      >>> nodes, energies = fpc.infer(model.apply, params, start, inputs, targets,
+      ...                             node_tx=optax.sgd(0.1), inference_steps=5)
       >>> energies.total.shape  # the total energy before each of the 5 steps
       (5,)
       >>> bool(energies.total[-1] < energies.total[0])

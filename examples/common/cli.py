@@ -20,6 +20,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from flax_pc_examples.common import config_checks, input_pipeline, loop, records
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, summaries and plots.")
@@ -42,6 +44,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 class DistributedError(Exception):
     """The processes of a multi-process run could not form one run."""
+
+
+#: Errors the user fixes: printed as one line ``Error: ...``, exit code 1.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    config_checks.ConfigError,
+    records.WorkdirError,
+    input_pipeline.DataError,
+    loop.DivergedError,
+    loop.StoppedError,
+    DistributedError,
+)
 
 
 def join_processes() -> None:
@@ -105,16 +118,13 @@ def _wait_for_coordinator(address: str, timeout: float) -> None:
             time.sleep(0.5)
 
 
-def make_main(
-    train_and_evaluate: Callable[[Any, str], Any],
-    user_errors: tuple[type[BaseException], ...],
-) -> Callable[[list[str]], None]:
+def make_main(train_and_evaluate: Callable[[Any, str], Any]) -> Callable[[list[str]], None]:
     """The ``main(argv)`` for ``absl.app.run``: trains, or exits with ``Error: ...``.
 
     Args:
       train_and_evaluate: the example's ``train_and_evaluate(config, workdir)``.
-      user_errors: the errors the user fixes (bad config, workdir, data, …):
-        printed as one line, exit code 1; anything else is a bug (traceback).
+        A :data:`USER_ERRORS` error it raises is printed as one line, exit
+        code 1; anything else is a bug (a traceback).
     """
 
     def main(argv: list[str]) -> None:
@@ -123,7 +133,7 @@ def make_main(
         try:
             join_processes()
             train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        except (DistributedError, *user_errors) as e:
+        except USER_ERRORS as e:
             sys.exit(f"Error: {e}")
 
     return main

@@ -57,6 +57,14 @@ class FieldChecker:
     def one_of(self, name: str, choices: Any) -> None:
         self.check(name, self.config[name] in choices, f"one of {tuple(choices)}")
 
+    def data_fields(self, datasets: Any) -> None:
+        """The fields both examples load their data with: dataset, data_dir, synthetic sizes."""
+        self.one_of("dataset", datasets)
+        data_dir = self.config.data_dir
+        self.check("data_dir", data_dir is None or isinstance(data_dir, str), "a path")
+        self.positive_int("synthetic_train_size")
+        self.positive_int("synthetic_test_size")
+
     def sizes(self, name: str, required: bool = True) -> None:
         """A tuple of ints > 0, non-empty when ``required``."""
         value = self.config[name]

@@ -33,7 +33,7 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from flax_pc_examples.common import config_checks, devices, input_pipeline, loop, records
+from flax_pc_examples.common import cli, config_checks, devices, input_pipeline, loop, records
 from flax_pc_examples.common.activations import ACTIVATIONS
 from flax_pc_examples.common.config_checks import ConfigError
 from flax_pc_examples.generative import models, plots
@@ -57,13 +57,7 @@ MODEL_FIELDS = ("dataset", "latent_size", "hidden_sizes", "activation", "output_
 
 
 #: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = (
-    ConfigError,
-    records.WorkdirError,
-    loop.DivergedError,
-    loop.StoppedError,
-    input_pipeline.DataError,
-)
+USER_ERRORS = cli.USER_ERRORS
 
 
 # --- Config ------------------------------------------------------------------
@@ -73,36 +67,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
 
     checker = config_checks.FieldChecker(config)
-    check, one_of, positive_int, positive_float = (
-        checker.check,
-        checker.one_of,
-        checker.positive_int,
-        checker.positive_float,
-    )
 
-    one_of("dataset", input_pipeline.DATASETS)
-    check("data_dir", config.data_dir is None or isinstance(config.data_dir, str), "a path")
-    positive_int("synthetic_train_size")
-    positive_int("synthetic_test_size")
-    positive_int("latent_size")
+    checker.data_fields(input_pipeline.DATASETS)
+    checker.positive_int("latent_size")
     checker.sizes("hidden_sizes", required=False)
-    one_of("activation", ACTIVATIONS)
-    one_of("output_energy", OUTPUT_ENERGIES)
-    positive_int("inference_steps")
-    positive_float("node_learning_rate")
+    checker.one_of("activation", ACTIVATIONS)
+    checker.one_of("output_energy", OUTPUT_ENERGIES)
+    checker.positive_int("inference_steps")
+    checker.positive_float("node_learning_rate")
     checker.fraction("node_momentum")
-    positive_float("learning_rate")
+    checker.positive_float("learning_rate")
     checker.non_negative_float("weight_decay")
-    positive_int("batch_size")
-    positive_int("num_epochs")
+    checker.positive_int("batch_size")
+    checker.positive_int("num_epochs")
     checker.non_negative_int("seed")
-    positive_int("checkpoints_to_keep")
-    positive_int("eval_size")
-    positive_int("eval_inference_steps")
-    positive_float("eval_node_learning_rate")
+    checker.positive_int("checkpoints_to_keep")
+    checker.positive_int("eval_size")
+    checker.positive_int("eval_inference_steps")
+    checker.positive_float("eval_node_learning_rate")
     checker.fraction("eval_node_momentum")
     checker.non_negative_float("noise_stddev")
-    positive_int("grid_columns")
+    checker.positive_int("grid_columns")
     if config.grid_columns > config.eval_size:
         raise ConfigError(
             f"config.grid_columns = {config.grid_columns} is larger than config.eval_size = "

@@ -10,7 +10,7 @@ from absl import app
 from flax_pc_examples.common import cli
 from flax_pc_examples.mnist import train
 
-main = cli.make_main(train.train_and_evaluate, train.USER_ERRORS)
+main = cli.make_main(train.train_and_evaluate)
 
 if __name__ == "__main__":
     app.run(main)

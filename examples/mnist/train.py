@@ -28,7 +28,7 @@ from absl import logging
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_examples.common import config_checks, devices, input_pipeline, loop, records
+from flax_pc_examples.common import cli, config_checks, devices, input_pipeline, loop, records
 from flax_pc_examples.common.activations import ACTIVATIONS
 from flax_pc_examples.common.config_checks import ConfigError, is_number
 from flax_pc_examples.mnist import models, plots
@@ -47,13 +47,7 @@ LOOPS = ("auto", "epoch", "batch")
 
 
 #: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = (
-    ConfigError,
-    records.WorkdirError,
-    loop.DivergedError,
-    loop.StoppedError,
-    input_pipeline.DataError,
-)
+USER_ERRORS = cli.USER_ERRORS
 
 
 # --- Config ------------------------------------------------------------------
@@ -63,54 +57,44 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
 
     checker = config_checks.FieldChecker(config)
-    check, one_of, positive_int, positive_float = (
-        checker.check,
-        checker.one_of,
-        checker.positive_int,
-        checker.positive_float,
-    )
-    sizes = checker.sizes
 
-    one_of("dataset", input_pipeline.DATASETS)
-    check("data_dir", config.data_dir is None or isinstance(config.data_dir, str), "a path")
-    positive_int("synthetic_train_size")
-    positive_int("synthetic_test_size")
-    one_of("model", MODELS)
-    sizes("hidden_sizes", required=config.model == "mlp")
-    sizes("conv_features", required=config.model == "cnn")
-    positive_int("resnet_stem_features")
-    sizes("resnet_stage_features", required=config.model == "resnet")
-    positive_int("resnet_blocks_per_stage")
+    checker.data_fields(input_pipeline.DATASETS)
+    checker.one_of("model", MODELS)
+    checker.sizes("hidden_sizes", required=config.model == "mlp")
+    checker.sizes("conv_features", required=config.model == "cnn")
+    checker.positive_int("resnet_stem_features")
+    checker.sizes("resnet_stage_features", required=config.model == "resnet")
+    checker.positive_int("resnet_blocks_per_stage")
     checker.fraction("dropout_rate")
     if config.model == "flax_cnn" and config.dropout_rate:
         raise ConfigError(
             f"config.dropout_rate = {config.dropout_rate!r}: model 'flax_cnn' is Flax's CNN as "
             "Flax writes it, without dropout; use 0."
         )
-    check(
+    checker.check(
         "init_checkpoint",
         config.init_checkpoint is None or isinstance(config.init_checkpoint, str),
         "None or the workdir of a run of the same model",
     )
-    one_of("activation", ACTIVATIONS)
-    one_of("algorithm", fpc.ALGORITHMS)
-    one_of("output_energy", OUTPUT_ENERGIES)
-    positive_int("inference_steps")
-    positive_float("node_learning_rate")
+    checker.one_of("activation", ACTIVATIONS)
+    checker.one_of("algorithm", fpc.ALGORITHMS)
+    checker.one_of("output_energy", OUTPUT_ENERGIES)
+    checker.positive_int("inference_steps")
+    checker.positive_float("node_learning_rate")
     checker.fraction("node_momentum")
-    one_of("node_init", NODE_INITS)
-    positive_float("node_init_stddev")
+    checker.one_of("node_init", NODE_INITS)
+    checker.positive_float("node_init_stddev")
     nudging = config.nudging
-    check(
+    checker.check(
         "nudging",
         nudging is None or (is_number(nudging) and math.isfinite(nudging) and nudging != 0),
         "None or a number != 0 (beta)",
     )
     if nudging is not None and config.algorithm == "bp":
         raise ConfigError("config.nudging applies to algorithm 'pc' or 'ipc', not 'bp'.")
-    one_of("optimizer", OPTIMIZERS)
-    positive_float("learning_rate")
-    one_of("lr_schedule", LR_SCHEDULES)
+    checker.one_of("optimizer", OPTIMIZERS)
+    checker.positive_float("learning_rate")
+    checker.one_of("lr_schedule", LR_SCHEDULES)
     checker.non_negative_float("weight_decay")
     decay = config.weight_decay
     if decay > 0 and config.optimizer != "adamw":
@@ -118,12 +102,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.weight_decay = {decay!r} needs config.optimizer = 'adamw' "
             f"(it is {config.optimizer!r})."
         )
-    one_of("loop", LOOPS)
-    positive_int("batch_size")
-    positive_int("eval_batch_size")
-    positive_int("num_epochs")
+    checker.one_of("loop", LOOPS)
+    checker.positive_int("batch_size")
+    checker.positive_int("eval_batch_size")
+    checker.positive_int("num_epochs")
     checker.non_negative_int("seed")
-    positive_int("checkpoints_to_keep")
+    checker.positive_int("checkpoints_to_keep")
 
 
 def _check_batch_size(config: ml_collections.ConfigDict, num_train: int) -> None:
