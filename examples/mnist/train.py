@@ -360,7 +360,9 @@ def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> 
 
 
 def _describe(config: ml_collections.ConfigDict, params: Any, loop: str) -> str:
-    if config.model == "resnet":
+    if config.model == "flax_cnn":
+        layers = "conv 32-64, dense 256-10 (Flax's MNIST CNN; value nodes by fpc.with_nodes)"
+    elif config.model == "resnet":
         layers = (
             f"stem {config.resnet_stem_features}, stages "
             f"{'-'.join(map(str, config.resnet_stage_features))} x "
