@@ -8,32 +8,39 @@ from setuptools import setup
 HERE = pathlib.Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "flax_pc" / "__init__.py").read_text())[1]
 
-# Tested versions; the upper bounds keep a fresh install on the API we test.
+# The library: lower bounds only. Tested with jax/jaxlib 0.10.2, flax 0.12.8,
+# optax 0.2.8 (CI installs the newest releases).
 CORE = [
-    "jax>=0.10.2,<0.11",
-    "jaxlib>=0.10.2,<0.11",
-    "flax>=0.12.8,<0.13",
-    "optax>=0.2.8,<0.3",
+    "jax>=0.10.2",
+    "jaxlib>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
 ]
-EXAMPLES = [
+# The examples without TensorFlow: enough to train, checkpoint and plot from
+# IDX files (config.data_dir) or synthetic data.
+EXAMPLES_CORE = [
     "absl-py>=2.1",
     "ml-collections>=1.1,<2",
     "orbax-checkpoint>=0.12.8,<0.13",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+]
+# TensorFlow: TFDS (data_dir unset) and TensorBoard summaries (clu's writer is
+# tf.summary; tensorflow-cpu does not bring tensorboard in).
+TENSORFLOW = [
     "clu>=0.0.12",
-    # clu's metric writers need it for the TensorBoard summaries; tensorflow-cpu
-    # does not bring it in.
     "tensorboard>=2.21,<2.22",
     "tensorflow-cpu>=2.21,<2.22",
     "tensorflow-datasets>=4.9.10,<4.10",
     # tfds needs it to look up its datasets; it is not a declared dependency.
     "importlib_resources>=6",
-    "matplotlib>=3.8",
-    "tqdm>=4.66",
 ]
+EXAMPLES = EXAMPLES_CORE + TENSORFLOW
+# The tests; those marked `tensorflow` (TFDS, TensorBoard files) need the
+# `examples` extra too: pip install -e ".[test,examples]".
 TEST = [
     "pytest>=8",
     "scikit-learn>=1.5",
-    "orbax-checkpoint>=0.12.8,<0.13",
     "ruff==0.17.6",
     "pyright==1.1.414",
 ]
@@ -70,6 +77,6 @@ setup(
     package_data={"flax_pc": ["py.typed"]},
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES, "docs": DOCS},
+    extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES_CORE, "docs": DOCS},
     license="Apache-2.0",
 )
