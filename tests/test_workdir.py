@@ -142,13 +142,20 @@ def test_an_unreadable_newest_checkpoint_falls_back(tmp_path, caplog):
         2,
         3,
     ]
-    # TensorBoard sees each epoch once: the restart event drops the old epoch 3.
+
+
+@pytest.mark.tensorflow
+def test_tensorboard_shows_each_epoch_once_after_a_fallback(tmp_path):
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
+    workdir = tmp_path / "broken"
+    train.train_and_evaluate(_config(), str(workdir))
+    _break(workdir / "checkpoints" / "3")
+    train.train_and_evaluate(_config(), str(workdir))  # redoes epoch 3
     events = EventAccumulator(str(workdir))
     events.Reload()
-    steps = [e.step for e in events.Tensors("test_accuracy")]
-    assert steps == [1, 2, 3]
+    # The restart event of the resumed run drops the first run's epoch 3.
+    assert [e.step for e in events.Tensors("test_accuracy")] == [1, 2, 3]
 
 
 def test_no_readable_checkpoint_is_an_error_and_moves_nothing(tmp_path):
