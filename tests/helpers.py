@@ -1,0 +1,56 @@
+"""Helpers shared by the tests: one pytree comparison, the examples' workdir files.
+
+Fixtures live in ``conftest.py``; pytest's markers and warning filters in
+``pyproject.toml``.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import jax
+import numpy as np
+
+
+def assert_trees_close(actual, expected, *, rtol=1e-7, atol=0.0, err_msg=""):
+    """Asserts equal structure, then each leaf as ``np.testing.assert_allclose``.
+
+    The structure is compared by key path (``['Dense_0']['kernel']``, ``.params``,
+    ``[0]``), so train states whose static fields differ (a new optax
+    transformation, say) still compare by their arrays. Shapes must match too
+    (no broadcasting). ``rtol=0, atol=0`` asks for equal values.
+    """
+    actual_leaves = jax.tree_util.tree_flatten_with_path(actual)[0]
+    expected_leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+    actual_paths = [jax.tree_util.keystr(path) for path, _ in actual_leaves]
+    expected_paths = [jax.tree_util.keystr(path) for path, _ in expected_leaves]
+    assert actual_paths == expected_paths, (
+        f"{err_msg} the trees differ in structure:\n{actual_paths}\n{expected_paths}"
+    )
+    for path, (_, a), (_, e) in zip(actual_paths, actual_leaves, expected_leaves):
+        a, e = np.asarray(a), np.asarray(e)
+        assert a.shape == e.shape, f"{err_msg} {path}: shape {a.shape} != {e.shape}"
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=f"{err_msg} {path}")
+
+
+def read_metrics(workdir):
+    """The records of an example's ``metrics.jsonl``, one per epoch."""
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its SHA-256 (to check that nothing changed)."""
+    folder = pathlib.Path(folder)
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def with_overrides(config, overrides):
+    """``config`` with ``overrides`` set field by field (type-checked, as the CLI does)."""
+    for key, value in overrides.items():
+        config[key] = value
+    return config
