@@ -1,4 +1,4 @@
-"""The README's quickstart runs exactly as written."""
+"""The README's code runs exactly as written: the quickstart and the BatchNorm/Dropout model."""
 
 import pathlib
 import re
@@ -8,12 +8,17 @@ import numpy as np
 README = pathlib.Path(__file__).parents[1] / "README.md"
 
 
-def test_quickstart_runs_as_written():
+def run_first_block_after(heading):
+    """Runs the first ```python block after ``heading``; returns its namespace."""
     text = README.read_text()
-    quickstart = text[text.index("## Quickstart") :]
-    code = re.search(r"```python\n(.*?)```", quickstart, re.S)[1]
+    code = re.search(r"```python\n(.*?)```", text[text.index(heading) :], re.S)[1]
     namespace = {}
     exec(compile(code, str(README), "exec"), namespace)
+    return namespace
+
+
+def test_quickstart_runs_as_written():
+    namespace = run_first_block_after("## Quickstart")
     energy = np.asarray(namespace["metrics"]["energy"])
     assert energy.shape == (5,)
     assert energy[-1] < energy[0]
@@ -21,11 +26,7 @@ def test_quickstart_runs_as_written():
 
 
 def test_batchnorm_dropout_example_runs_as_written():
-    text = README.read_text()
-    section = text[text.index("### Your model: BatchNorm, Dropout") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
-    namespace = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    namespace = run_first_block_after("### Your model: BatchNorm, Dropout")
     stats = namespace["state"].model_state["batch_stats"]["BatchNorm_0"]["mean"]
     assert np.abs(np.asarray(stats)).max() > 0  # the running averages moved
     energy = np.asarray(namespace["metrics"]["energy"])
