@@ -91,6 +91,8 @@ def train_epoch(
       ``(state, metrics)``: each entry of ``train_step``'s metrics stacked
       over the batches (leading axis ``N // batch_size``).
     """
+    # Host arrays (numpy) too: indexing them with traced indices needs jax arrays.
+    inputs, targets = jnp.asarray(inputs), jnp.asarray(targets)
     num_examples = inputs.shape[0]
     if targets.shape[0] != num_examples:
         raise ValueError(
