@@ -16,7 +16,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 from absl import logging
 
-from flax_pc_examples.common import records
+from flax_pc_examples.common import devices, records
 
 #: An epoch: ``run_epoch(state, epoch) -> (state, record)``, the record a
 #: ``metrics.jsonl`` line (``'epoch'`` and floats; lists and dicts of floats).
@@ -131,19 +131,14 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def train_epochs(
-    state: Any,
+    resumed: records.Resumed,
     run_epoch: RunEpoch,
     *,
     workdir: pathlib.Path,
-    checkpoints: ocp.CheckpointManager,
-    writer: Any,
-    history: list[dict[str, Any]],
-    start_epoch: int,
     num_epochs: int,
     log_line: Callable[[dict[str, Any]], str],
     progress_fields: Callable[[dict[str, Any]], dict[str, str]],
     check: Callable[[dict[str, Any]], None],
-    primary: bool = True,
 ) -> Any:
     """Runs epochs ``start_epoch + 1 .. num_epochs`` and records each.
 
@@ -151,9 +146,19 @@ def train_epochs(
     ``metrics.jsonl`` line (appended to ``history`` too), a checkpoint,
     TensorBoard scalars, and a progress bar on a terminal or ``log_line``
     in a log. The checkpoints and the writer are closed at the end, also
-    on an error; a checkpoint being written is completed first. With
-    ``primary=False`` (processes other than 0 of a multi-process run) only
-    the checkpoints are written, and nothing is logged per epoch.
+    on an error; a checkpoint being written is completed first. In the
+    processes other than 0 of a multi-process run only the checkpoints are
+    written, and nothing is logged per epoch.
+
+    Args:
+      resumed: the state to train and the workdir's records, from
+        :func:`records.resume` (``history`` gets each epoch's record).
+      run_epoch: ``run_epoch(state, epoch) -> (state, record)``.
+      workdir: the run's folder.
+      num_epochs: the last epoch to train.
+      log_line: the log line of an epoch's record.
+      progress_fields: the progress bar's fields for an epoch's record.
+      check: raises on a record that shows divergence.
 
     Returns:
       The final state.
@@ -162,6 +167,8 @@ def train_epochs(
       StoppedError: SIGTERM or Ctrl-C; the message says which epoch a rerun
         resumes from.
     """
+    state, start_epoch, history, checkpoints, writer = resumed
+    primary = devices.is_primary()
     if start_epoch < num_epochs and primary:
         logging.info(
             "Training epochs %d..%d (the first one compiles).", start_epoch + 1, num_epochs

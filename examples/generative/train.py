@@ -376,9 +376,10 @@ def _train_and_evaluate(
         devices.describe(parallel.num_devices),
     )
 
-    state, start_epoch, history, checkpoints, writer = records.resume(
+    resumed = records.resume(
         workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
     )
+    state, start_epoch, history = resumed.state, resumed.start_epoch, resumed.history
 
     # The model's input is the prior mean for every example; the images are its targets.
     # Each process puts its share of them on its devices.
@@ -428,13 +429,9 @@ def _train_and_evaluate(
         }
 
     state = loop.train_epochs(
-        state,
+        resumed._replace(state=state),
         run_epoch,
         workdir=workdir_path,
-        checkpoints=checkpoints,
-        writer=writer,
-        history=history,
-        start_epoch=start_epoch,
         num_epochs=config.num_epochs,
         log_line=lambda record: _format_epoch(record, config.num_epochs),
         progress_fields=lambda record: {
@@ -442,7 +439,6 @@ def _train_and_evaluate(
             "test_mse": f"{record['test_mse']:.4f}",
         },
         check=lambda record: _check_finite(record, config),
-        primary=devices.is_primary(),
     )
     if not devices.is_primary():  # process 0 reports and draws
         return state

@@ -460,9 +460,10 @@ def _train_and_evaluate(
         devices.describe(parallel.num_devices),
     )
 
-    state, start_epoch, history, checkpoints, writer = records.resume(
+    resumed = records.resume(
         workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
     )
+    state, start_epoch, history = resumed.state, resumed.start_epoch, resumed.history
 
     # Each process puts its share of the training set on its devices.
     train_labels = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
@@ -517,13 +518,9 @@ def _train_and_evaluate(
         return state, _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
 
     state = loop.train_epochs(
-        state,
+        resumed._replace(state=state),
         run_epoch,
         workdir=workdir_path,
-        checkpoints=checkpoints,
-        writer=writer,
-        history=history,
-        start_epoch=start_epoch,
         num_epochs=config.num_epochs,
         log_line=lambda record: _format_epoch(record, config.num_epochs),
         progress_fields=lambda record: {
@@ -531,7 +528,6 @@ def _train_and_evaluate(
             "test_acc": f"{100 * record['test_accuracy']:.2f}%",
         },
         check=lambda record: _check_finite(record, config),
-        primary=devices.is_primary(),
     )
 
     if not history:  # Nothing trained, or not process 0: evaluate the final state.
