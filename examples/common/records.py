@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -240,22 +241,38 @@ def _purge_summaries_after(workdir: pathlib.Path, epoch: int) -> None:
     """Makes TensorBoard drop the summaries of epochs after ``epoch``.
 
     A ``SessionLog.START`` event at step ``s`` tells TensorBoard that a run
-    restarted there: it discards the events with step ``>= s`` written before.
+    restarted there: it discards the events with step ``>= s`` read before it.
+    TensorBoard reads event files in the order of their names, whose fifth
+    part is the second they were made in: the restart file is named to sort
+    after every existing file and before the ones this run writes.
     """
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+    prefix = "events.out.tfevents."
+    stamps = [
+        int(stamp)
+        for path in workdir.glob(prefix + "*")
+        if (stamp := path.name[len(prefix) :].split(".")[0]).isdigit()
+    ]
+    stamp = max([int(time.time()) - 1, *stamps])
     restart = event_pb2.Event(
         wall_time=time.time(),
         step=epoch + 1,
         session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
     )
-    writer = EventFileWriter(str(workdir), filename_suffix=".restart")
-    # TensorBoard takes the first START it sees for the start of the run, not
-    # a restart: the second one purges whether or not an earlier one exists.
-    writer.add_event(restart)
-    writer.add_event(restart)
-    writer.close()
+    with tempfile.TemporaryDirectory(dir=workdir) as folder:
+        writer = EventFileWriter(folder)
+        # TensorBoard takes the first START it sees for the start of the run,
+        # not a restart: the second purges whether or not an earlier one exists.
+        writer.add_event(restart)
+        writer.add_event(restart)
+        writer.close()
+        (written,) = pathlib.Path(folder).iterdir()
+        # "~" sorts after the host names that follow the second in other files.
+        os.replace(written, workdir / f"{prefix}{stamp:010d}.~restart.{os.getpid()}")
+    # This run's own event files must be named after a later second.
+    time.sleep(max(0.0, stamp + 1 - time.time()))
 
 
 def open_checkpoints(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
