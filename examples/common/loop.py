@@ -152,7 +152,8 @@ def train_epochs(
 
     Args:
       resumed: the state to train and the workdir's records, from
-        :func:`records.resume` (``history`` gets each epoch's record).
+        :func:`records.resume` (``history`` gets each epoch's record, in
+        process 0).
       run_epoch: ``run_epoch(state, epoch) -> (state, record)``.
       workdir: the run's folder.
       num_epochs: the last epoch to train.
@@ -187,11 +188,11 @@ def train_epochs(
                 state, record = run_epoch(state, epoch)
                 record.setdefault("seconds", time.perf_counter() - start)
                 check(record)
-                history.append(record)
                 with stop_signals.deferred():
                     # The metrics line goes first: a run killed before its checkpoint
                     # is complete redoes the epoch, and the resume drops the line.
                     if primary:
+                        history.append(record)
                         records.append_metrics(workdir, record)
                     checkpoints.save(epoch, args=ocp.args.StandardSave(state))
                 if writer is not None:
