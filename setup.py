@@ -36,6 +36,8 @@ TENSORFLOW = [
     "importlib_resources>=6",
 ]
 EXAMPLES = EXAMPLES_CORE + TENSORFLOW
+# Inference as an ODE (fpc.GradientFlow): pip install "flax_pc[ode]".
+ODE = ["diffrax>=0.7"]
 # The tests; those marked `tensorflow` (TFDS, TensorBoard files) need the
 # `examples` extra too: pip install -e ".[test,examples]".
 TEST = [
@@ -43,6 +45,7 @@ TEST = [
     "scikit-learn>=1.5",
     "ruff==0.17.6",
     "pyright==1.1.414",
+    *ODE,
 ]
 
 # The documentation (docs/): Sphinx with executed MyST notebooks, offline.
@@ -77,6 +80,11 @@ setup(
     package_data={"flax_pc": ["py.typed"]},
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"examples": EXAMPLES, "test": TEST + EXAMPLES_CORE, "docs": DOCS},
+    extras_require={
+        "ode": ODE,
+        "examples": EXAMPLES,
+        "test": TEST + EXAMPLES_CORE,
+        "docs": DOCS,
+    },
     license="Apache-2.0",
 )

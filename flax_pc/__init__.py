@@ -7,6 +7,13 @@ Put :class:`PCNode` after the layers of a linen model, train it with
 
 from flax_pc import energies
 from flax_pc.auto_nodes import with_nodes
+from flax_pc.diagnostics import (
+    activity_hessian,
+    energy_ratio,
+    hessian_condition_number,
+    layer_energies,
+)
+from flax_pc.equilibrium import Equilibrium, GradientFlow, infer_to_equilibrium, rms
 from flax_pc.inference import (
     RNG_STREAMS,
     Energy,
@@ -19,6 +26,7 @@ from flax_pc.inference import (
     node_energies,
 )
 from flax_pc.loops import epoch_batches, train_epoch
+from flax_pc.mupc import MuPCScalings, ScaledDense, mupc_scalings
 from flax_pc.nodes import (
     ENERGIES,
     LATENTS,
@@ -38,23 +46,34 @@ __all__ = [
     "DataParallel",
     "ENERGIES",
     "Energy",
+    "Equilibrium",
+    "GradientFlow",
     "InitialNodes",
     "LATENTS",
+    "MuPCScalings",
     "NODES",
     "NODE_RNG",
     "NodeValue",
     "PCNode",
     "PCTrainState",
     "RNG_STREAMS",
+    "ScaledDense",
     "VALUE_INITS",
+    "activity_hessian",
     "as_rngs",
     "energies",
     "energy",
+    "energy_ratio",
     "epoch_batches",
+    "hessian_condition_number",
     "infer",
+    "infer_to_equilibrium",
     "init_nodes",
     "initialize",
+    "layer_energies",
+    "mupc_scalings",
     "node_energies",
+    "rms",
     "train_epoch",
     "with_nodes",
 ]

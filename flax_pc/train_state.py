@@ -13,7 +13,7 @@ from flax import struct
 from flax.training import train_state
 
 from flax_pc import energies as _energies
-from flax_pc import inference
+from flax_pc import equilibrium, inference
 from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
 Algorithm = Literal["pc", "ipc", "bp"]
@@ -76,15 +76,25 @@ class PCTrainState(train_state.TrainState):
         a model without any.
       unroll: ``lax.scan``'s ``unroll`` for the inference loop (see
         :func:`flax_pc.infer`).
+      tolerance: ``None`` (run ``inference_steps`` steps), or inference to
+        equilibrium (:func:`flax_pc.infer_to_equilibrium`): stop once
+        ``rms(dF/dv) <= tolerance``, after ``inference_steps`` steps at most.
+        A :class:`~flax_pc.GradientFlow` as ``node_tx`` (an ODE solver) always
+        runs to equilibrium (to its ``t1`` without a tolerance). Then
+        ``metrics['energy']`` is ``[2]`` (before and after inference) and
+        ``metrics['inference_steps']`` the steps taken; ``'pc'`` only.
     """
 
-    node_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    node_tx: optax.GradientTransformation | equilibrium.GradientFlow = struct.field(
+        pytree_node=False
+    )
     inference_steps: int = struct.field(pytree_node=False)
     output_energy: EnergyFn = struct.field(pytree_node=False)
     algorithm: Algorithm = struct.field(pytree_node=False)
     nudging: float | None = struct.field(pytree_node=False, default=None)
     model_state: PyTree = struct.field(default_factory=dict)
     unroll: int | bool = struct.field(pytree_node=False, default=inference.DEFAULT_UNROLL)
+    tolerance: float | None = struct.field(pytree_node=False, default=None)
 
     @classmethod
     def create(
@@ -93,13 +103,14 @@ class PCTrainState(train_state.TrainState):
         apply_fn: ApplyFn,
         params: PyTree,
         tx: optax.GradientTransformation,
-        node_tx: optax.GradientTransformation,
+        node_tx: optax.GradientTransformation | equilibrium.GradientFlow,
         inference_steps: int,
         output_energy: EnergyFn = _energies.squared_error,
         algorithm: Algorithm = "pc",
         nudging: float | None = None,
         model_state: Mapping[str, PyTree] | None = None,
         unroll: int | bool = inference.DEFAULT_UNROLL,
+        tolerance: float | None = None,
         **kwargs: Any,
     ) -> PCTrainState:
         """Creates a state with ``step=0`` and ``tx.init(params)``.
@@ -110,19 +121,37 @@ class PCTrainState(train_state.TrainState):
             BatchNorm or Dropout).
           params: the model's params (``variables['params']``).
           tx: optax transform for the params, e.g. ``optax.adam(1e-3)``.
-          node_tx: optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
-          inference_steps: ``T >= 0``.
+          node_tx: optax transform for the nodes, e.g. ``optax.sgd(0.01)``, or
+            a :class:`~flax_pc.GradientFlow` (inference as an ODE).
+          inference_steps: ``T >= 0``; with a tolerance or a
+            :class:`~flax_pc.GradientFlow`, the most steps (>= 1).
           output_energy: energy of the output layer against the targets.
           algorithm: ``'pc'``, ``'ipc'`` or ``'bp'``.
           nudging: ``beta`` for output nudging (see the class doc), or ``None``.
           model_state: the model's other collections, e.g.
             ``{'batch_stats': variables['batch_stats']}`` (see the class doc).
           unroll: unrolling of the inference loop (see :func:`flax_pc.infer`).
+          tolerance: ``None`` or a number > 0: inference to equilibrium (see
+            the class doc).
         """
         inference.check_transform(tx, "tx")
-        inference.check_transform(node_tx, "node_tx")
+        if not isinstance(node_tx, equilibrium.GradientFlow):
+            inference.check_transform(node_tx, "node_tx")
         inference.check_steps(inference_steps)
         inference.check_unroll(unroll)
+        to_equilibrium = tolerance is not None or isinstance(node_tx, equilibrium.GradientFlow)
+        if tolerance is not None:
+            tolerance = equilibrium.check_tolerance(tolerance)
+        if to_equilibrium and algorithm == "ipc":
+            raise ValueError(
+                "algorithm='ipc' takes a weight step at every inference step, so it has no "
+                "inference to equilibrium: use tolerance=None and an optax node_tx."
+            )
+        if to_equilibrium and inference_steps == 0:
+            raise ValueError(
+                "With a tolerance or a GradientFlow, inference_steps is the most steps "
+                "inference may take: use inference_steps >= 1."
+            )
         if not callable(output_energy):
             raise TypeError(
                 "output_energy must be callable as energy(targets, output) -> [B], got "
@@ -153,6 +182,7 @@ class PCTrainState(train_state.TrainState):
             nudging=None if nudging is None else float(nudging),
             model_state=inference.check_model_state(model_state),
             unroll=unroll,
+            tolerance=tolerance,
             **kwargs,
         )
         # A strongly typed step: the state that comes out of a jitted step has
@@ -178,7 +208,9 @@ class PCTrainState(train_state.TrainState):
           (before the first step ... after the last);
           ``metrics['node_energies']``, ``{path: scalar}``, the batch-mean
           energy of each node after inference; ``metrics['loss']``, the
-          batch-mean output energy of the feed-forward prediction.
+          batch-mean output energy of the feed-forward prediction;
+          ``metrics['inference_steps']``, the node steps taken (``T``; 0 for
+          ``'bp'``). With a ``tolerance`` see the class doc.
         """
         return _train_step(self, jnp.asarray(inputs), jnp.asarray(targets), inference.as_rngs(rng))
 
@@ -191,6 +223,21 @@ def _warn_no_nodes() -> None:
     )
 
 
+def _to_equilibrium(state: PCTrainState) -> bool:
+    return state.tolerance is not None or isinstance(state.node_tx, equilibrium.GradientFlow)
+
+
+def _optax_node_tx(state: PCTrainState) -> optax.GradientTransformation:
+    """``state.node_tx`` where it must be an optax transform (``create`` checked it)."""
+    assert not isinstance(state.node_tx, equilibrium.GradientFlow)
+    return state.node_tx
+
+
+def _energy_length(state: PCTrainState) -> int:
+    """The length of ``metrics['energy']``: ``T + 1``, or 2 (before, after) to equilibrium."""
+    return 2 if _to_equilibrium(state) else state.inference_steps + 1
+
+
 def _scale(tree: PyTree, factor: float) -> PyTree:
     if factor == 1.0:
         return tree
@@ -198,14 +245,16 @@ def _scale(tree: PyTree, factor: float) -> PyTree:
 
 
 def _metrics(
-    steps: inference.Energy, final: inference.Energy, loss: Array, batch_size: int
+    energies: Array, final: inference.Energy, loss: Array, batch_size: int, steps: Any
 ) -> dict[str, Any]:
-    energy = jnp.concatenate([steps.total, final.total[None]]) / batch_size
+    """``energies``: the totals before each step; ``steps``: the node steps taken."""
+    energy = jnp.concatenate([energies, final.total[None]]) / batch_size
     node_energies = inference.node_energies(final.nodes)
     return {
         "energy": energy,
         "node_energies": {name: jnp.mean(value) for name, value in node_energies.items()},
         "loss": loss,
+        "inference_steps": jnp.asarray(steps, jnp.int32),
     }
 
 
@@ -251,18 +300,28 @@ def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
         state, metrics = _ipc_step(state, nodes, total, grad_scale, loss, batch_size)
         return state.replace(model_state=model_state), metrics
 
-    # Without nodes there is nothing to infer: skip the steps, keep the shapes.
-    steps = state.inference_steps if nodes else 0
-    nodes, trajectory = inference.infer(
-        state.apply_fn, state.params, nodes, inputs, clamp, node_tx=state.node_tx,
-        inference_steps=steps, output_energy=state.output_energy,
-        model_state=state.model_state, rng=rngs, unroll=state.unroll,
-        forward_initialized=initial.forward,
-    )  # fmt: skip
+    steps = state.inference_steps
+    if not nodes:  # nothing to infer: skip the steps, keep the shapes
+        before, steps = jnp.zeros((0,)), 0
+    elif _to_equilibrium(state):
+        result = equilibrium.infer_to_equilibrium(
+            state.apply_fn, state.params, nodes, inputs, clamp, node_tx=state.node_tx,
+            tolerance=state.tolerance, max_steps=steps, output_energy=state.output_energy,
+            model_state=state.model_state, rng=rngs,
+        )  # fmt: skip
+        nodes, before, steps = result.nodes, result.initial_energy[None], result.steps
+    else:
+        nodes, trajectory = inference.infer(
+            state.apply_fn, state.params, nodes, inputs, clamp, node_tx=_optax_node_tx(state),
+            inference_steps=steps, output_energy=state.output_energy,
+            model_state=state.model_state, rng=rngs, unroll=state.unroll,
+            forward_initialized=initial.forward,
+        )  # fmt: skip
+        before = trajectory.total
     grads, final = jax.grad(total, has_aux=True)(state.params, nodes)
-    metrics = _metrics(trajectory, final, loss, batch_size)
-    if steps != state.inference_steps:
-        metrics["energy"] = jnp.full((state.inference_steps + 1,), metrics["energy"][-1])
+    metrics = _metrics(before, final, loss, batch_size, steps)
+    if not nodes:
+        metrics["energy"] = jnp.full((_energy_length(state),), metrics["energy"][-1])
     state = state.apply_gradients(grads=_scale(grads, grad_scale))
     return state.replace(model_state=model_state), metrics
 
@@ -280,9 +339,10 @@ def _bp_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
     (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     mean_loss = loss / inputs.shape[0]
     metrics = {
-        "energy": jnp.full((state.inference_steps + 1,), mean_loss),
+        "energy": jnp.full((_energy_length(state),), mean_loss),
         "node_energies": {},
         "loss": mean_loss,
+        "inference_steps": jnp.zeros((), jnp.int32),
     }
     state = state.apply_gradients(grads=grads)
     return state.replace(model_state=_updated(state.model_state, collections)), metrics
@@ -295,14 +355,15 @@ def _ipc_step(state: PCTrainState, nodes, total, grad_scale: float, loss: Array,
         state, nodes, node_opt_state = carry
         grads, result = jax.grad(total, argnums=(0, 1), has_aux=True)(state.params, nodes)
         param_grads, node_grads = grads
-        updates, node_opt_state = state.node_tx.update(node_grads, node_opt_state, nodes)
+        updates, node_opt_state = node_tx.update(node_grads, node_opt_state, nodes)
         nodes = optax.apply_updates(nodes, updates)
         state = state.apply_gradients(grads=_scale(param_grads, grad_scale))
         return (state, nodes, node_opt_state), result
 
-    init = (state, nodes, state.node_tx.init(nodes))
+    node_tx = _optax_node_tx(state)
+    init = (state, nodes, node_tx.init(nodes))
     (state, nodes, _), trajectory = jax.lax.scan(
         step, init, None, length=state.inference_steps, unroll=state.unroll
     )
     _, final = total(state.params, nodes)
-    return state, _metrics(trajectory, final, loss, batch_size)
+    return state, _metrics(trajectory.total, final, loss, batch_size, state.inference_steps)

@@ -1,0 +1,109 @@
+"""Diagnostics of deep PC networks: where the energy sits, and how hard inference is.
+
+Two failure modes of deep PC networks show in these numbers (Innocenti et al.,
+2025): the error signal fades on its way down (the first layer's energy is
+orders of magnitude below the last one's, :func:`energy_ratio`), and the
+inference landscape is ill-conditioned (the activity Hessian ``d2F/dv2`` has
+a large :func:`hessian_condition_number`, so gradient descent on the nodes
+needs many steps). The number of inference steps to converge is
+:attr:`flax_pc.Equilibrium.steps` (``metrics['inference_steps']`` of
+:class:`~flax_pc.PCTrainState` with a tolerance).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from flax_pc import energies as _energies
+from flax_pc import inference
+from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+
+__all__ = ["activity_hessian", "energy_ratio", "hessian_condition_number", "layer_energies"]
+
+
+def _natural_key(path: str) -> list[Any]:
+    # 'Block_10/PCNode_0' after 'Block_9/PCNode_0': numbers compare as numbers.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def layer_energies(sown: PyTree) -> dict[str, Array]:
+    """Each node's energy per example, ``{path: [B]}``, from the input side to the output.
+
+    Like :func:`flax_pc.node_energies`, ordered by the nodes' module paths with
+    numbers compared as numbers (``PCNode_2`` before ``PCNode_10``): for the
+    auto-numbered names linen gives (``PCNode_0``, ``Block_3``), the order in
+    which the model creates them. Name explicitly named nodes so that they sort.
+
+    Args:
+      sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``).
+    """
+    flat = inference.node_energies(sown)
+    return {path: flat[path] for path in sorted(flat, key=_natural_key)}
+
+
+def energy_ratio(sown: PyTree) -> Array:
+    """The first layer's energy over the last layer's (batch means), a scalar.
+
+    A value far below 1 means the error signal has not reached the first layers
+    (it fades with depth, or inference has not run long enough); ``nan`` when
+    the last layer's energy is zero.
+
+    Args:
+      sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``), from a
+        model with at least one ``PCNode``.
+    """
+    layers = list(layer_energies(sown).values())
+    if not layers:
+        raise ValueError("energy_ratio needs the energies of a model with at least one PCNode.")
+    first, last = jnp.mean(layers[0]), jnp.mean(layers[-1])
+    return jnp.where(last == 0, jnp.nan, first / jnp.where(last == 0, 1.0, last))
+
+
+def activity_hessian(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    nodes: PyTree,
+    inputs: Array,
+    targets: Array,
+    *,
+    output_energy: EnergyFn = _energies.squared_error,
+    model_state: Mapping[str, PyTree] | None = None,
+    rng: RNG | None = None,
+) -> Array:
+    """The Hessian of the total energy with respect to every node entry, ``[n, n]``.
+
+    ``n`` is the number of node entries of the batch (the nodes raveled in
+    ``jax.flatten_util.ravel_pytree``'s order). Examples do not interact, so
+    the matrix is block diagonal over the batch; pass one example to see one
+    block. It is dense: meant for small networks (``n`` in the thousands at most).
+
+    Args:
+      apply_fn, params, nodes, inputs, targets, output_energy, model_state, rng:
+        as in :func:`flax_pc.energy`.
+    """
+    flat, unravel = ravel_pytree(nodes)
+    if flat.size == 0:
+        raise ValueError("activity_hessian needs a model with at least one PCNode.")
+
+    def total(flat_nodes: Array) -> Array:
+        return inference.energy(
+            apply_fn, params, unravel(flat_nodes), inputs, targets,
+            output_energy=output_energy, model_state=model_state, rng=rng,
+        ).total  # fmt: skip
+
+    return jax.hessian(total)(flat)
+
+
+def hessian_condition_number(hessian: Array) -> Array:
+    """``|lambda|_max / |lambda|_min`` of a symmetric matrix (e.g. :func:`activity_hessian`).
+
+    ``inf`` for a singular matrix.
+    """
+    magnitudes = jnp.abs(jnp.linalg.eigvalsh(hessian))
+    return jnp.max(magnitudes) / jnp.min(magnitudes)

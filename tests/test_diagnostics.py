@@ -1,0 +1,114 @@
+"""Diagnostics: layer energies in network order, the energy ratio, the activity Hessian."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+import flax_pc as fpc
+
+
+class LinearChain(nn.Module):
+    """``depth`` linear layers without bias, a node after each but the last."""
+
+    depth: int
+    width: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.depth - 1):
+            x = fpc.PCNode()(nn.Dense(self.width, use_bias=False)(x))
+        return nn.Dense(x.shape[-1] if self.width == 1 else 2, use_bias=False)(x)
+
+
+def _constant_weights(params, weight):
+    return jax.tree_util.tree_map(lambda k: jnp.full_like(k, weight), params)
+
+
+@pytest.mark.parametrize(("hidden", "weight"), [(3, 0.5), (6, 1.0), (10, 2.0)])
+def test_condition_number_of_a_scalar_linear_chain_is_the_closed_form(hidden, weight):
+    # F = sum_l (v_l - w v_{l-1})^2 / 2 + (y - w v_H)^2 / 2: the Hessian is the
+    # tridiagonal Toeplitz matrix (1 + w^2, -w), whose eigenvalues are
+    # 1 + w^2 - 2 w cos(k pi / (H + 1)), k = 1..H.
+    with jax.enable_x64(True):
+        model = LinearChain(depth=hidden + 1)
+        x, y = jnp.ones((1, 1), jnp.float64), jnp.full((1, 1), 0.3, jnp.float64)
+        params = _constant_weights(model.init(jax.random.key(0), x)["params"], weight)
+        nodes = fpc.init_nodes(model.apply, params, x)
+        hessian = fpc.activity_hessian(model.apply, params, nodes, x, y)
+        assert hessian.shape == (hidden, hidden)
+        c = math.cos(math.pi / (hidden + 1))
+        expected = (1 + weight**2 + 2 * weight * c) / (1 + weight**2 - 2 * weight * c)
+        np.testing.assert_allclose(fpc.hessian_condition_number(hessian), expected, rtol=1e-9)
+
+
+def test_hessian_of_a_vector_linear_chain_is_the_block_matrix():
+    with jax.enable_x64(True):
+        model = LinearChain(depth=4, width=3)
+        x = jax.random.normal(jax.random.key(1), (1, 2), jnp.float64)
+        y = jax.random.normal(jax.random.key(2), (1, 2), jnp.float64)
+        params = model.init(jax.random.key(0), x)["params"]
+        params = jax.tree_util.tree_map(lambda k: k.astype(jnp.float64), params)
+        nodes = fpc.init_nodes(model.apply, params, x)
+        hessian = np.asarray(fpc.activity_hessian(model.apply, params, nodes, x, y))
+        # Dense kernels are [in, out]: mu_{l+1} = v_l K_{l+1}, so with A = K^T,
+        # the block of v_l is I + A_{l+1}^T A_{l+1} and the coupling of v_l and v_{l+1} is -A_{l+1}.
+        matrices = [np.asarray(params[f"Dense_{i}"]["kernel"]).T for i in range(4)]
+        expected = np.zeros((9, 9))
+        for layer in range(3):
+            block = slice(3 * layer, 3 * layer + 3)
+            above = matrices[layer + 1]
+            expected[block, block] = np.eye(3) + above.T @ above
+            if layer < 2:
+                following = slice(3 * layer + 3, 3 * layer + 6)
+                expected[following, block] = -above
+                expected[block, following] = -above.T
+        np.testing.assert_allclose(hessian, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_energies_come_in_network_order_and_the_ratio_is_first_over_last():
+    model = LinearChain(depth=13, width=2)
+    x = jax.random.normal(jax.random.key(1), (4, 2))
+    y = jax.random.normal(jax.random.key(2), (4, 2))
+    params = model.init(jax.random.key(0), x)["params"]
+    nodes = fpc.init_nodes(model.apply, params, x)
+    nodes = jax.tree_util.tree_map(
+        lambda v: v + jax.random.normal(jax.random.key(3), v.shape), nodes
+    )
+    sown = fpc.energy(model.apply, params, nodes, x, y).nodes
+    layers = fpc.layer_energies(sown)
+    assert list(layers) == [f"PCNode_{i}" for i in range(12)]  # PCNode_2 before PCNode_10
+    flat = fpc.node_energies(sown)
+    assert all(np.array_equal(layers[k], flat[k]) for k in flat)
+    expected = np.mean(flat["PCNode_0"]) / np.mean(flat["PCNode_11"])
+    np.testing.assert_allclose(fpc.energy_ratio(sown), expected, rtol=1e-6)
+
+
+def test_the_ratio_shows_that_pc_errors_reach_the_first_layer_late():
+    model = LinearChain(depth=6, width=3)
+    x = jax.random.normal(jax.random.key(1), (4, 2))
+    y = jax.random.normal(jax.random.key(2), (4, 2))
+    params = model.init(jax.random.key(0), x)["params"]
+    ratios = []
+    for steps in (1, 4, 5):
+        nodes = fpc.init_nodes(model.apply, params, x)
+        nodes, _ = fpc.infer(
+            model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=steps
+        )
+        ratios.append(float(fpc.energy_ratio(fpc.energy(model.apply, params, nodes, x, y).nodes)))
+    # The error moves down one layer per step: the first of 5 nodes has none before step 5.
+    assert ratios[0] == 0 and ratios[1] == 0 and ratios[2] > 0
+
+
+def test_diagnostics_need_nodes():
+    model = nn.Dense(2)
+    x = jnp.ones((1, 2))
+    params = model.init(jax.random.key(0), x)["params"]
+    with pytest.raises(ValueError, match="at least one PCNode"):
+        fpc.energy_ratio({})
+    with pytest.raises(ValueError, match="at least one PCNode"):
+        fpc.activity_hessian(model.apply, params, {}, x, x)

@@ -1,0 +1,180 @@
+"""Inference to equilibrium: the while-loop stop and the ODE solver."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+from helpers import assert_trees_close
+
+import flax_pc as fpc
+from flax_pc import equilibrium
+
+
+class Net(nn.Module):
+    """A small tanh network with three nodes."""
+
+    @nn.compact
+    def __call__(self, x):
+        for width in (6, 5, 4):
+            x = fpc.PCNode()(nn.tanh(nn.Dense(width)(x)))
+        return nn.Dense(2)(x)
+
+
+def _problem(dtype=jnp.float32):
+    model = Net()
+    x = jax.random.normal(jax.random.key(0), (3, 4), dtype)
+    y = jax.random.normal(jax.random.key(1), (3, 2), dtype)
+    params = model.init(jax.random.key(2), x)["params"]
+    params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+    return model, params, fpc.init_nodes(model.apply, params, x), x, y
+
+
+def _node_gradient(model, params, nodes, x, y):
+    return jax.grad(lambda n: fpc.energy(model.apply, params, n, x, y).total)(nodes)
+
+
+def test_while_loop_and_ode_reach_the_equilibrium_of_many_small_sgd_steps():
+    with jax.enable_x64(True):
+        model, params, start, x, y = _problem(jnp.float64)
+        reference, _ = jax.jit(
+            lambda n: fpc.infer(
+                model.apply, params, n, x, y, node_tx=optax.sgd(0.02), inference_steps=20000,
+                unroll=1,
+            )
+        )(start)  # fmt: skip
+        assert float(fpc.rms(_node_gradient(model, params, reference, x, y))) < 1e-10
+        stopped = jax.jit(
+            lambda n: fpc.infer_to_equilibrium(
+                model.apply, params, n, x, y, node_tx=optax.sgd(0.3), tolerance=1e-10,
+                max_steps=5000,
+            )
+        )(start)  # fmt: skip
+        flow = fpc.GradientFlow(
+            stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9), t1=500.0
+        )
+        solved = jax.jit(
+            lambda n: fpc.infer_to_equilibrium(
+                model.apply, params, n, x, y, node_tx=flow, tolerance=1e-7, max_steps=5000
+            )
+        )(start)  # fmt: skip
+        for result, atol in ((stopped, 1e-9), (solved, 1e-6)):
+            assert bool(result.converged)
+            assert 0 < int(result.steps) < 5000
+            assert_trees_close(result.nodes, reference, rtol=0, atol=atol)
+            assert float(result.energy.total) < float(result.initial_energy)
+
+
+def test_the_while_loop_stops_at_the_first_step_within_the_tolerance():
+    model, params, start, x, y = _problem()
+    tolerance = 1e-3
+    result = fpc.infer_to_equilibrium(
+        model.apply, params, start, x, y, node_tx=optax.sgd(0.2), tolerance=tolerance,
+        max_steps=1000,
+    )  # fmt: skip
+    steps = int(result.steps)
+    assert steps > 1
+    norms = []
+    for count in (steps - 1, steps):
+        nodes, _ = fpc.infer(
+            model.apply, params, start, x, y, node_tx=optax.sgd(0.2), inference_steps=count,
+            unroll=1,
+        )  # fmt: skip
+        norms.append(float(fpc.rms(_node_gradient(model, params, nodes, x, y))))
+    assert norms[0] > tolerance >= norms[1]
+    assert_trees_close(result.nodes, nodes, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        result.energy.total, fpc.energy(model.apply, params, nodes, x, y).total, rtol=1e-5
+    )
+
+
+def test_not_converged_within_max_steps_is_reported():
+    model, params, start, x, y = _problem()
+    for node_tx in (optax.sgd(0.01), fpc.GradientFlow(t1=100.0)):
+        result = fpc.infer_to_equilibrium(
+            model.apply, params, start, x, y, node_tx=node_tx, tolerance=1e-9, max_steps=3
+        )
+        assert int(result.steps) == 3 and not bool(result.converged)
+
+
+def test_train_state_to_equilibrium():
+    model, params, _, x, y = _problem()
+    for node_tx in (optax.sgd(0.2), fpc.GradientFlow(t1=10.0)):
+        state = fpc.PCTrainState.create(
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=node_tx,
+            inference_steps=200, tolerance=1e-3,
+        )  # fmt: skip
+        step = jax.jit(lambda s: s.train_step(x, y))
+        state, metrics = step(state)
+        assert metrics["energy"].shape == (2,)
+        assert metrics["energy"][1] < metrics["energy"][0]
+        assert 0 < int(metrics["inference_steps"]) < 200
+        losses = [float(metrics["loss"])]
+        for _ in range(30):
+            state, metrics = step(state)
+            losses.append(float(metrics["loss"]))
+        assert losses[-1] < 0.5 * losses[0]
+
+
+def test_fixed_steps_report_t_and_backprop_zero():
+    model, params, _, x, y = _problem()
+    for algorithm, expected in (("pc", 7), ("ipc", 7), ("bp", 0)):
+        state = fpc.PCTrainState.create(
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=optax.sgd(0.1),
+            inference_steps=7, algorithm=algorithm,
+        )  # fmt: skip
+        _, metrics = state.train_step(x, y)
+        assert int(metrics["inference_steps"]) == expected
+        assert metrics["energy"].shape == (8,)
+
+
+@pytest.mark.parametrize("tolerance", [0, -1e-3, "small", True])
+def test_bad_tolerance(tolerance):
+    model, params, start, x, y = _problem()
+    with pytest.raises(ValueError, match="tolerance must be a number > 0"):
+        fpc.infer_to_equilibrium(
+            model.apply, params, start, x, y, node_tx=optax.sgd(0.1), tolerance=tolerance,
+            max_steps=10,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="tolerance must be a number > 0"):
+        fpc.PCTrainState.create(
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-3), node_tx=optax.sgd(0.1),
+            inference_steps=10, tolerance=tolerance,
+        )  # fmt: skip
+
+
+def test_bad_equilibrium_settings():
+    model, params, start, x, y = _problem()
+    with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
+        fpc.infer_to_equilibrium(
+            model.apply, params, start, x, y, node_tx=optax.sgd(0.1), tolerance=1e-3,
+            max_steps=0,
+        )  # fmt: skip
+    create = dict(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
+    with pytest.raises(ValueError, match="'ipc' takes a weight step at every inference step"):
+        fpc.PCTrainState.create(
+            **create, node_tx=optax.sgd(0.1), inference_steps=5, tolerance=1e-3, algorithm="ipc"
+        )
+    with pytest.raises(ValueError, match="inference_steps >= 1"):
+        fpc.PCTrainState.create(**create, node_tx=fpc.GradientFlow(), inference_steps=0)
+    with pytest.raises(ValueError, match="t1 must be a number > 0"):
+        fpc.GradientFlow(t1=0)
+    with pytest.raises(TypeError, match="solver must be a diffrax solver"):
+        fpc.GradientFlow(solver="heun")
+    with pytest.raises(ValueError, match="ConstantStepSize.*needs dt0"):
+        fpc.GradientFlow(stepsize_controller=diffrax.ConstantStepSize())
+
+
+def test_gradient_flow_without_diffrax_says_how_to_install_it(monkeypatch):
+    real_import = equilibrium.importlib.import_module
+
+    def without_diffrax(name, *args):
+        if name == "diffrax":
+            raise ModuleNotFoundError("No module named 'diffrax'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(equilibrium.importlib, "import_module", without_diffrax)
+    with pytest.raises(ImportError, match=r"pip install 'flax_pc\[ode\]'"):
+        fpc.GradientFlow()
