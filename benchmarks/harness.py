@@ -99,26 +99,37 @@ class Workload:
         return self.model.apply({"params": params, **model_state}, x, **kwargs)
 
 
+@dataclasses.dataclass(frozen=True)
+class Driver:
+    """How the harness compiles and runs the epochs of one implementation in one style.
+
+    Attributes:
+      make_jit: returns a *fresh* ``jax.jit`` function (so each compile is cold).
+      lower_args: ``(state, inputs, targets, key) -> args`` for ``lower``.
+      run_epoch: ``(compiled, state, inputs, targets, key) -> state``.
+    """
+
+    make_jit: Callable[[], Any]
+    lower_args: Callable[..., tuple]
+    run_epoch: Callable[..., Any]
+
+
 @dataclasses.dataclass
 class Variant:
     """One implementation in one style, with what the harness needs to drive it.
 
     Attributes:
       impl, style: see the module doc.
-      make_jit: returns a *fresh* ``jax.jit`` function (so each compile is cold).
-      lower_args: ``(state, inputs, targets, key) -> args`` for ``lower``.
+      driver: compiles and runs its epochs.
       init_state: a fresh training state from the shared initial weights.
-      run_epoch: ``(compiled, state, inputs, targets, key) -> state``.
       predict: ``(state, x) -> outputs``, the feed-forward network.
       plain_weights: ``state -> plain_pc weights`` (to compare implementations).
     """
 
     impl: str
     style: str
-    make_jit: Callable[[], Any]
-    lower_args: Callable[..., tuple]
+    driver: Driver
     init_state: Callable[[], Any]
-    run_epoch: Callable[..., Any]
     predict: Callable[[Any, Array], Array]
     plain_weights: Callable[[Any], plain_pc.Weights]
 
@@ -142,41 +153,8 @@ def _index_args(state, inputs, targets, key, batch_size):
     return (state, inputs, targets, jnp.zeros((batch_size,), jnp.int32))
 
 
-def flax_pc_variant(
-    workload: Workload,
-    params: Any,
-    style: str,
-    *,
-    model_state: Any = None,
-    unroll: bool = True,
-    algorithm: str = "pc",
-) -> Variant:
-    """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``.
-
-    ``unroll`` is the inference loop's (``PCTrainState.create(unroll=...)``);
-    ``algorithm='bp'`` is backprop on the same model (the ``backprop`` variant
-    of a workload without a plain-JAX twin).
-    """
-    bs = workload.batch_size
-    model_state = model_state or {}
-    if algorithm == "bp":
-        impl = "backprop"
-    else:
-        impl = "flax_pc" if unroll else "flax_pc" + ROLLED
-
-    def init_state():
-        return fpc.PCTrainState.create(
-            apply_fn=workload.apply_fn,
-            params=_copy(params),
-            tx=workload.weight_tx(),
-            node_tx=optax.sgd(workload.node_lr),
-            inference_steps=workload.inference_steps,
-            output_energy=workload.output_energy,
-            algorithm=algorithm,
-            model_state=_copy(model_state),
-            unroll=unroll,
-        )
-
+def _flax_pc_driver(style: str, bs: int) -> Driver:
+    """``PCTrainState.train_step`` per batch (``'batch'``) or ``fpc.train_epoch``."""
     if style == "batch":
 
         def make_jit():
@@ -203,43 +181,11 @@ def flax_pc_variant(
         def lower_args(state, inputs, targets, key):
             return (state, inputs, targets, key)
 
-    def plain_weights(state):
-        if workload.names is None:
-            return state.params
-        return plain_pc.weights_from_flax(state.params, workload.names)
-
-    return Variant(
-        impl=impl,
-        style=style,
-        make_jit=make_jit,
-        lower_args=lower_args,
-        init_state=init_state,
-        run_epoch=run_epoch,
-        predict=lambda state, x: workload.predict(state.params, state.model_state, x),
-        plain_weights=plain_weights,
-    )
+    return Driver(make_jit, lower_args, run_epoch)
 
 
-def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step_kw) -> Variant:
-    """Plain-JAX PC (``impl='plain_jax'``) or backprop (``impl='backprop'``)."""
-    bs = workload.batch_size
-    weights = plain_pc.weights_from_flax(params, workload.names)
-
-    def make_step():
-        if impl == "backprop":
-            return plain_pc.make_bp_step(workload.layers, workload.weight_tx())
-        return plain_pc.make_pc_step(
-            workload.layers,
-            workload.weight_tx(),
-            workload.node_lr,
-            workload.inference_steps,
-            **step_kw,
-        )
-
-    def init_state():
-        w = _copy(weights)
-        return w, workload.weight_tx().init(w)
-
+def _plain_driver(style: str, bs: int, make_step: Callable[[], plain_pc.Step]) -> Driver:
+    """A plain-JAX ``step(w, s, x, y)`` per batch (``'batch'``) or ``plain_pc.make_epoch``."""
     if style == "batch":
 
         def make_jit():
@@ -267,15 +213,84 @@ def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step
         def lower_args(state, inputs, targets, key):
             return (*state, inputs, targets, key)
 
+    return Driver(make_jit, lower_args, run_epoch)
+
+
+def flax_pc_variant(
+    workload: Workload,
+    params: Any,
+    style: str,
+    *,
+    model_state: Any = None,
+    unroll: bool = True,
+    algorithm: str = "pc",
+) -> Variant:
+    """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``.
+
+    ``unroll`` is the inference loop's (``PCTrainState.create(unroll=...)``);
+    ``algorithm='bp'`` is backprop on the same model (the ``backprop`` variant
+    of a workload without a plain-JAX twin).
+    """
+    model_state = model_state or {}
+    if algorithm == "bp":
+        impl = "backprop"
+    else:
+        impl = "flax_pc" if unroll else "flax_pc" + ROLLED
+
+    def init_state():
+        return fpc.PCTrainState.create(
+            apply_fn=workload.apply_fn,
+            params=_copy(params),
+            tx=workload.weight_tx(),
+            node_tx=optax.sgd(workload.node_lr),
+            inference_steps=workload.inference_steps,
+            output_energy=workload.output_energy,
+            algorithm=algorithm,
+            model_state=_copy(model_state),
+            unroll=unroll,
+        )
+
+    def plain_weights(state):
+        if workload.names is None:
+            return state.params
+        return plain_pc.weights_from_flax(state.params, workload.names)
+
+    return Variant(
+        impl=impl,
+        style=style,
+        driver=_flax_pc_driver(style, workload.batch_size),
+        init_state=init_state,
+        predict=lambda state, x: workload.predict(state.params, state.model_state, x),
+        plain_weights=plain_weights,
+    )
+
+
+def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step_kw) -> Variant:
+    """Plain-JAX PC (``impl='plain_jax'``) or backprop (``impl='backprop'``)."""
+    weights = plain_pc.weights_from_flax(params, workload.names)
+
+    def make_step():
+        if impl == "backprop":
+            return plain_pc.make_bp_step(workload.layers, workload.weight_tx())
+        return plain_pc.make_pc_step(
+            workload.layers,
+            workload.weight_tx(),
+            workload.node_lr,
+            workload.inference_steps,
+            **step_kw,
+        )
+
+    def init_state():
+        w = _copy(weights)
+        return w, workload.weight_tx().init(w)
+
     if impl == "plain_jax" and not step_kw.get("unroll", False):
         impl += ROLLED
     return Variant(
         impl=impl,
         style=style,
-        make_jit=make_jit,
-        lower_args=lower_args,
+        driver=_plain_driver(style, workload.batch_size, make_step),
         init_state=init_state,
-        run_epoch=run_epoch,
         predict=lambda state, x: plain_pc.predict(workload.layers, state[0], x),
         plain_weights=lambda state: state[0],
     )
@@ -401,8 +416,8 @@ def run(
     compiled = {}
     for r in range(compile_repeats):
         for v in variants:
-            fn = v.make_jit()
-            args = v.lower_args(states[v.name], x_train, y_train, key)
+            fn = v.driver.make_jit()
+            args = v.driver.lower_args(states[v.name], x_train, y_train, key)
             t0 = time.perf_counter()
             lowered = fn.lower(*args)
             t1 = time.perf_counter()
@@ -418,7 +433,9 @@ def run(
         shift = e % len(variants)
         for v in list(variants[shift:]) + list(variants[:shift]):
             t0, c0 = time.perf_counter(), time.process_time()
-            state = v.run_epoch(compiled[v.name], states[v.name], x_train, y_train, epoch_key)
+            state = v.driver.run_epoch(
+                compiled[v.name], states[v.name], x_train, y_train, epoch_key
+            )
             jax.block_until_ready(state)
             epoch_times[v.name].append(time.perf_counter() - t0)
             cpu_times[v.name].append(time.process_time() - c0)

@@ -30,10 +30,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from flax import linen as nn
 
 import flax_pc as fpc
 from flax_pc_benchmarks import data as data_lib
@@ -67,42 +69,46 @@ UNROLLS = {"true": (True,), "false": (False,), "both": (True, False)}
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def mlp_workload(name: str, width: int = 128, depth: int = 3, steps: int = 4) -> harness.Workload:
-    """The reference MLP (784-width^depth-10, tanh), T=steps, batch 256."""
-    model = models.MLP(hidden=(width,) * depth)
+def _twin_workload(
+    name: str,
+    model: nn.Module,
+    layers: Sequence[plain_pc.Layer],
+    *,
+    inference_steps: int,
+    batch_size: int,
+) -> harness.Workload:
+    """A workload of ``model`` and its plain-JAX twin ``layers`` (default PC settings)."""
     return harness.Workload(
         name=name,
         model=model,
-        layers=plain_pc.mlp_layers(depth),
+        layers=layers,
         names=models.plain_names(model),
-        inference_steps=steps,
-        batch_size=256,
+        inference_steps=inference_steps,
+        batch_size=batch_size,
+    )
+
+
+def mlp_workload(name: str, width: int = 128, depth: int = 3, steps: int = 4) -> harness.Workload:
+    """The reference MLP (784-width^depth-10, tanh), T=steps, batch 256."""
+    model = models.MLP(hidden=(width,) * depth)
+    return _twin_workload(
+        name, model, plain_pc.mlp_layers(depth), inference_steps=steps, batch_size=256
     )
 
 
 def conv_workload(channels: tuple[int, ...]) -> harness.Workload:
     """pcx's VGG-5 CIFAR-10 setup: batch 128, T=7."""
     model = models.VGG5(channels=channels)
-    return harness.Workload(
-        name="conv",
-        model=model,
-        layers=plain_pc.vgg5_layers(len(channels)),
-        names=models.plain_names(model),
-        inference_steps=7,
-        batch_size=128,
+    return _twin_workload(
+        "conv", model, plain_pc.vgg5_layers(len(channels)), inference_steps=7, batch_size=128
     )
 
 
 def cnn_workload(channels: tuple[int, ...] = (16, 32), hidden: int = 128) -> harness.Workload:
     """The MNIST example's CNN with ``nn.Conv``: T=4, node SGD 0.01, Adam 1e-3, batch 256."""
     model = models.CNN(channels=channels, hidden=(hidden,))
-    return harness.Workload(
-        name="cnn",
-        model=model,
-        layers=plain_pc.cnn_layers(len(channels)),
-        names=models.plain_names(model),
-        inference_steps=4,
-        batch_size=256,
+    return _twin_workload(
+        "cnn", model, plain_pc.cnn_layers(len(channels)), inference_steps=4, batch_size=256
     )
 
 

@@ -47,8 +47,8 @@ def flatten_dense(w: dict[str, Array], h: Array) -> Array:
     return dense(w, h.reshape(h.shape[0], -1))
 
 
-def conv_block(w: dict[str, Array], h: Array) -> Array:
-    """``max_pool_2x2(gelu(conv3x3_same(h) + bias))`` on NHWC maps, HWIO kernel."""
+def conv_same(w: dict[str, Array], h: Array) -> Array:
+    """A stride-1 convolution with 'SAME' padding, plus the bias: NHWC maps, HWIO kernel."""
     pre = jax.lax.conv_general_dilated(
         h,
         w["kernel"],
@@ -56,20 +56,18 @@ def conv_block(w: dict[str, Array], h: Array) -> Array:
         padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
-    act = jax.nn.gelu(pre + w["bias"])
+    return pre + w["bias"]
+
+
+def conv_block(w: dict[str, Array], h: Array) -> Array:
+    """``max_pool_2x2(gelu(conv3x3_same(h) + bias))`` on NHWC maps, HWIO kernel."""
+    act = jax.nn.gelu(conv_same(w, h))
     return jax.lax.reduce_window(act, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
 def conv_relu_avgpool(w: dict[str, Array], h: Array) -> Array:
     """``avg_pool_2x2(relu(conv3x3_same(h) + bias))``: the CNN's conv block (NHWC, HWIO)."""
-    pre = jax.lax.conv_general_dilated(
-        h,
-        w["kernel"],
-        window_strides=(1, 1),
-        padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-    act = jax.nn.relu(pre + w["bias"])
+    act = jax.nn.relu(conv_same(w, h))
     pooled = jax.lax.reduce_window(act, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
     return pooled / 4.0
 

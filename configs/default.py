@@ -32,9 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic_test_size = 256
 
     # Model.
-    # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers), 'resnet', or
-    # 'flax_cnn' (the CNN of Flax's MNIST example as Flax writes it, without PCNodes: trained
-    # through fpc.with_nodes; only the node_* fields of the model apply to it).
+    # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers), 'resnet',
+    # 'residual_mlp' (a deep residual MLP: depth, width, parameterization), or 'flax_cnn' (the
+    # CNN of Flax's MNIST example as Flax writes it, without PCNodes: trained through
+    # fpc.with_nodes; only the node_* fields of the model apply to it).
     config.model = "mlp"
     # str or None: the workdir of a finished run of the same model, data and optimizer (e.g.
     # one with --config.algorithm=bp): a new run starts from its newest checkpoint's weights
@@ -57,6 +58,15 @@ def get_config() -> ml_collections.ConfigDict:
     # int > 0: residual blocks per stage (conv-BN-act-conv-BN plus the skip, a 1x1 conv + BN
     # projection where the shape changes; then act and a value node); resnet only.
     config.resnet_blocks_per_stage = 1
+    # int >= 2: weight layers of 'residual_mlp': the input layer, depth - 2 residual blocks
+    # h + Dense(activation(h)) and the output layer, a value node after each but the last.
+    config.depth = 8
+    # int > 0: the width of every hidden layer of 'residual_mlp'.
+    config.width = 128
+    # str: 'residual_mlp' only: 'standard' (LeCun-normal kernels) or 'mupc' (muPC: N(0, 1)
+    # kernels, layer outputs scaled by fpc.mupc_scalings: 1/sqrt(784), 1/sqrt(width * depth),
+    # 1/width).
+    config.parameterization = "standard"
     # float in [0, 1): dropout before the output layer, in training only (one mask per batch;
     # see the README's "BatchNorm and Dropout under PC"); every model.
     config.dropout_rate = 0.0
@@ -71,6 +81,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.output_energy = "squared_error"
     # int > 0: T, node updates per batch (for 'ipc': joint node and weight updates per batch).
     config.inference_steps = 4
+    # float > 0 or None: inference to equilibrium: the node steps stop once the root mean square
+    # of dF/dv is at most this, after inference_steps at most (fpc.PCTrainState's tolerance);
+    # None: exactly inference_steps steps. 'pc' only.
+    config.inference_tolerance = config_dict.placeholder(float)
     # float > 0: SGD learning rate of the value nodes.
     config.node_learning_rate = 0.01
     # float in [0, 1): SGD momentum of the value nodes (0: plain SGD).
@@ -79,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.node_init = "forward"
     # float > 0: standard deviation of node_init='normal'.
     config.node_init_stddev = 1.0
+    # str: what inference moves: 'value' (PC) or 'error' (ePC: each node's error v - mu,
+    # which reaches every layer in one step; same equilibrium); every model.
+    config.node_latent = "value"
     # float != 0 or None: output nudging beta: clamp the output to out - beta * (out - target)
     # (out: the feed-forward output) and scale the weight gradient by 1 / beta; 1 is clamping,
     # 0 < beta < 1 positive, beta < 0 negative nudging; None: plain clamping. 'pc'/'ipc' only.

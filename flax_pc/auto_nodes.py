@@ -37,7 +37,7 @@ __all__ = ["with_nodes"]
 
 #: The name of the node put on a layer's input, inside the layer's scope.
 NODE_NAME = "input"
-_NODE_FIELDS = ("energy", "precision", "value_init", "value_init_stddev")
+_NODE_FIELDS = ("energy", "precision", "value_init", "value_init_stddev", "latent")
 
 
 def with_nodes(
@@ -70,7 +70,7 @@ def with_nodes(
         train=True)``).
       layers: the layer types whose inputs get nodes.
       **node_kwargs: passed to every ``PCNode`` (``energy``, ``precision``,
-        ``value_init``, ``value_init_stddev``).
+        ``value_init``, ``value_init_stddev``, ``latent``).
 
     Returns:
       A function with ``apply_fn``'s signature.

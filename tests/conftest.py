@@ -4,6 +4,7 @@ Helpers that are plain functions (``assert_trees_close``, ...) are in ``helpers.
 """
 
 import os
+import shutil
 
 import pytest
 from helpers import with_overrides
@@ -29,3 +30,15 @@ def generative_config():
     from flax_pc_examples.configs import generative_test
 
     return lambda **overrides: with_overrides(generative_test.get_config(), overrides)
+
+
+@pytest.fixture
+def finished_copy(finished, tmp_path):
+    """A copy of the workdir of the test module's ``finished`` run, for a test to change.
+
+    Needs ``finished``, a fixture of the test module: ``(workdir, returncode,
+    stderr)`` of a complete run of an example.
+    """
+    copy = tmp_path / "workdir"
+    shutil.copytree(finished[0], copy)
+    return copy

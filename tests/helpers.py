@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: one pytree comparison, the examples' workdir files.
+"""Helpers shared by the tests: one pytree comparison, a checked training loop, the examples'
+workdir files and log lines.
 
 Fixtures live in ``conftest.py``; pytest's markers and warning filters in
 ``pyproject.toml``.
@@ -33,10 +34,32 @@ def assert_trees_close(actual, expected, *, rtol=1e-7, atol=0.0, err_msg=""):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=f"{err_msg} {path}")
 
 
+def train_losses(state, x, y, steps):
+    """``steps`` jitted ``train_step``s on ``(x, y)``.
+
+    Asserts after each step that its inference never raised the energy (beyond 1e-5).
+
+    Returns:
+      ``(losses, metrics)``: the loss of every step, and the metrics of the last.
+    """
+    step = jax.jit(lambda s: s.train_step(x, y))
+    losses = []
+    for _ in range(steps):
+        state, metrics = step(state)
+        losses.append(float(metrics["loss"]))
+        assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-5)
+    return losses, metrics
+
+
 def read_metrics(workdir):
     """The records of an example's ``metrics.jsonl``, one per epoch."""
     lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
+
+
+def log_lines(caplog):
+    """The absl log lines of an example's in-process run, as its main.py prints them."""
+    return [record.getMessage() for record in caplog.records]
 
 
 def snapshot(folder):

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close
+from helpers import assert_trees_close, train_losses
 from pc_models import MLP
 
 import flax_pc as fpc
@@ -66,12 +66,7 @@ def test_a_cnn_trains():
     shapes = {k: v["input"]["value"].shape for k, v in nodes.items()}
     assert shapes == {"Conv_1": (16, 4, 4, 8), "Dense_0": (16, 64), "Dense_1": (16, 32)}
     state = _state(auto, params, node_tx=optax.sgd(0.05), inference_steps=8)
-    step = jax.jit(lambda s: s.train_step(x, y))
-    losses = []
-    for _ in range(30):
-        state, metrics = step(state)
-        losses.append(float(metrics["loss"]))
-        assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-5)
+    losses, metrics = train_losses(state, x, y, steps=30)
     assert losses[-1] < 0.3 * losses[0]
     assert sum(float(e) for e in metrics["node_energies"].values()) > 0
 
@@ -89,6 +84,8 @@ def test_node_kwargs_reach_the_nodes():
     for name in e1:
         np.testing.assert_allclose(e2[name], 2 * e1[name], rtol=1e-6)
     assert float(e1["Dense_1/input"].sum()) > 0  # tanh(Dense_0(x)) against a zero value
+    errors = fpc.init_nodes(fpc.with_nodes(plain.apply, latent="error"), params, X)
+    assert all(set(v["input"]) == {"error"} for v in errors.values())  # ePC nodes
 
 
 def test_batchnorm_dropout_model_and_train_epoch():

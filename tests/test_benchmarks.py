@@ -189,3 +189,25 @@ def test_scaling_script_checks_simulated_devices(tmp_path):
     report = json.loads((tmp_path / "scaling.json").read_text())
     assert [row["devices"] for row in report["rows"]] == [1, 2]
     assert report["rows"][1]["max_weight_difference_to_1"] < 1e-4
+
+
+@pytest.mark.slow
+def test_depth_table_script_runs_end_to_end(tmp_path):
+    import json
+
+    from flax_pc_benchmarks import deep_pc
+
+    rows = deep_pc.main(
+        ["--data_dir", str(tmp_path / "no_data"), "--depths", "3", "--epochs", "0.1",
+         "--max_steps", "20", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert [row["variant"] for row in rows] == list(deep_pc.VARIANTS)
+    for row in rows:
+        assert 0 <= row["test_accuracy"] <= 1 and row["depth"] == 3
+        if row["variant"].startswith("bp"):
+            assert "steps_to_converge" not in row
+        else:
+            assert 1 <= row["steps_to_converge"] <= 20
+            assert np.isfinite(row["energy_ratio_first_last"])
+    assert json.loads((tmp_path / "deep_pc.json").read_text()) == rows
+    assert (tmp_path / "deep_pc.png").stat().st_size > 0

@@ -31,6 +31,7 @@ MNIST_CONFIGS = (
     "fashion_mnist_ipc",
     "flax_cnn",
     "ipc",
+    "mupc",
     "resnet",
     "test",
 )
@@ -46,6 +47,7 @@ BASES = {
     "fashion_mnist_ipc": "fashion_mnist",
     "flax_cnn": "cnn",
     "ipc": "default",
+    "mupc": "default",
     "resnet": "default",
     "test": "default",
     "generative_test": "generative",
@@ -220,6 +222,13 @@ BAD_FIELDS = [
     ("resnet_stem_features", 0, "int > 0"),
     ("resnet_blocks_per_stage", 0, "int > 0"),
     ("resnet_stage_features", (16, -32), "tuple of ints > 0"),
+    ("inference_tolerance", 0.0, "None or a number > 0"),
+    ("inference_tolerance", -1e-3, "None or a number > 0"),
+    ("depth", 1, "int >= 2"),
+    ("width", 0, "int > 0"),
+    ("parameterization", "mup", "expected one of"),
+    ("node_latent", "errors", "expected one of"),
+    ("parameterization", "mupc", "applies to model 'residual_mlp' only"),
 ]
 
 
@@ -246,19 +255,27 @@ def test_sizes_an_unused_model_part_may_be_empty_but_not_bad():
         train.validate_config(config)
 
 
-def test_nudging_is_not_for_backprop():
-    config = load_config("backprop")
-    config.nudging = 0.5
-    with pytest.raises(train.ConfigError, match="config.nudging applies to"):
+@pytest.mark.parametrize(
+    "name, field, value",
+    [("backprop", "nudging", 0.5), ("ipc", "inference_tolerance", 1e-3)],
+)
+def test_pc_only_fields(name, field, value):
+    config = load_config(name)
+    config[field] = value
+    with pytest.raises(train.ConfigError, match=f"config.{field}.* applies to"):
         train.validate_config(config)
 
 
-def test_nudging_reaches_the_train_state():
+@pytest.mark.parametrize(
+    "field, value, attribute",
+    [("nudging", 0.5, "nudging"), ("inference_tolerance", 1e-3, "tolerance")],
+)
+def test_pc_fields_reach_the_train_state(field, value, attribute):
     config = load_config("test")
-    config.nudging = 0.5
+    config[field] = value
     train.validate_config(config)
     state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
-    assert state.nudging == 0.5
+    assert getattr(state, attribute) == value
 
 
 def test_cnn_needs_conv_features():
@@ -273,6 +290,23 @@ def test_resnet_needs_stage_features():
     config.resnet_stage_features = ()
     with pytest.raises(train.ConfigError, match="config.resnet_stage_features"):
         train.validate_config(config)
+
+
+def test_mupc_config_builds_the_64_layer_mupc_network():
+    config = load_config("mupc")
+    model = train.create_model(config)
+    assert (model.depth, model.width, model.parameterization, model.node_latent) == (
+        64,
+        128,
+        "mupc",
+        "error",
+    )
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    )
+    kernels = [variables["params"][f"ScaledDense_{i}"]["kernel"].shape for i in range(64)]
+    assert kernels == [(784, 128)] + [(128, 128)] * 62 + [(128, 10)]
+    assert len(variables[fpc.NODES]) == 63
 
 
 def test_cnn_uses_nn_conv():

@@ -9,7 +9,6 @@ import importlib
 import json
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from helpers import assert_trees_close, read_metrics, snapshot
+from helpers import assert_trees_close, log_lines, read_metrics, snapshot
 
 import flax_pc as fpc
 from flax_pc_examples.common import input_pipeline, records
@@ -173,18 +172,6 @@ def finished(tmp_path_factory):
     return workdir, code, stderr
 
 
-@pytest.fixture
-def finished_copy(finished, tmp_path):
-    copy = tmp_path / "workdir"
-    shutil.copytree(finished[0], copy)
-    return copy
-
-
-def _log(caplog):
-    """The absl log lines of the in-process run, as main.py prints them."""
-    return [record.getMessage() for record in caplog.records]
-
-
 @pytest.mark.slow
 def test_documented_command_trains_and_saves_everything(finished, generative_config):
     workdir, code, stderr = finished
@@ -223,7 +210,7 @@ def test_rerun_of_a_finished_run_trains_nothing(finished_copy, generative_config
     caplog.set_level("INFO")
     before = read_metrics(finished_copy)
     train.train_and_evaluate(generative_config(), str(finished_copy))
-    log = "\n".join(_log(caplog))
+    log = "\n".join(log_lines(caplog))
     assert f"Resuming from epoch {len(before)} of {len(before)}" in log
     assert read_metrics(finished_copy) == before
     assert f"Final held-out reconstruction MSE {before[-1]['test_mse']:.4f}" in log
@@ -235,7 +222,7 @@ def test_resumed_run_trains_only_the_new_epochs(finished_copy, generative_config
     before = read_metrics(finished_copy)
     epochs = len(before) + 1
     train.train_and_evaluate(generative_config(num_epochs=epochs), str(finished_copy))
-    log = "\n".join(_log(caplog))
+    log = "\n".join(log_lines(caplog))
     assert f"Resuming from epoch {len(before)} of {epochs}" in log
     after = read_metrics(finished_copy)
     assert after[:-1] == before and after[-1]["epoch"] == epochs

@@ -22,6 +22,17 @@ def _setup(**kwargs):
     return model, params
 
 
+def _sgd_state(model, params, *, learning_rate, node_learning_rate, inference_steps):
+    """A train state with plain SGD on the weights and on the nodes."""
+    return fpc.PCTrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=optax.sgd(learning_rate),
+        node_tx=optax.sgd(node_learning_rate),
+        inference_steps=inference_steps,
+    )
+
+
 def _perturbed(nodes, seed=3, scale=0.3):
     leaves, tree = jax.tree_util.tree_flatten(nodes)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -68,12 +79,8 @@ def test_one_sgd_step_is_the_hand_derived_update():
 
 def test_energy_never_increases_with_a_small_node_learning_rate():
     model, params = _setup(features=(16, 16, 16))
-    state = fpc.PCTrainState.create(
-        apply_fn=model.apply,
-        params=params,
-        tx=optax.sgd(0.0),
-        node_tx=optax.sgd(0.01),
-        inference_steps=50,
+    state = _sgd_state(
+        model, params, learning_rate=0.0, node_learning_rate=0.01, inference_steps=50
     )
     _, metrics = jax.jit(lambda s: s.train_step(X, 3 * Y))(state)
     energy = np.asarray(metrics["energy"])
@@ -100,13 +107,7 @@ def test_linear_network_converges_to_the_closed_form_equilibrium():
 
 def test_zero_inference_steps_gives_backprop_on_the_last_layer_only():
     model, params = _setup()
-    state = fpc.PCTrainState.create(
-        apply_fn=model.apply,
-        params=params,
-        tx=optax.sgd(1.0),
-        node_tx=optax.sgd(0.1),
-        inference_steps=0,
-    )
+    state = _sgd_state(model, params, learning_rate=1.0, node_learning_rate=0.1, inference_steps=0)
     new_state, metrics = state.train_step(X, Y)
     grads = ref.from_flax(jax.tree.map(lambda a, b: a - b, params, new_state.params))  # lr = 1
     backprop = ref.backprop_gradients(ref.from_flax(params), X, Y)

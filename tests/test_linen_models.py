@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close
+from helpers import assert_trees_close, train_losses
 
 import flax_pc as fpc
 
@@ -343,17 +343,23 @@ def test_remat_equals_plain():
 
 
 class Ensemble(nn.Module):
-    """``nn.vmap`` over members: each member a Dense + node; outputs averaged."""
+    """``nn.vmap`` over ``size`` members: each a Dense + node; outputs averaged.
+
+    ``energies_axis``: where the members' energies are stacked (flax_pc needs 0).
+    """
+
+    size: int = DEPTH
+    energies_axis: int = 0
 
     @nn.compact
     def __call__(self, x):
         members = nn.vmap(
             Block,
-            variable_axes={"params": 0, fpc.NODES: 0, fpc.ENERGIES: 0},
+            variable_axes={"params": 0, fpc.NODES: 0, fpc.ENERGIES: self.energies_axis},
             split_rngs={"params": True},
             in_axes=(None, None),
             out_axes=0,
-            axis_size=DEPTH,
+            axis_size=self.size,
         )
         h, _ = members(name="members")(nn.Dense(WIDTH)(x), None)
         return nn.Dense(3)(jnp.mean(h, axis=0))
@@ -384,23 +390,11 @@ def test_vmap_members_equal_unrolled_members():
 
 
 def test_energies_with_the_stack_axis_last_are_an_error():
-    class Misplaced(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            members = nn.vmap(
-                Block,
-                variable_axes={"params": 0, fpc.NODES: 0, fpc.ENERGIES: 1},
-                split_rngs={"params": True},
-                in_axes=(None, None),
-                axis_size=2,
-            )
-            h, _ = members()(nn.Dense(WIDTH)(x), None)
-            return nn.Dense(3)(jnp.mean(h, axis=0))
-
-    params = Misplaced().init(jax.random.key(1), X)["params"]
-    nodes = fpc.init_nodes(Misplaced().apply, params, X)
+    misplaced = Ensemble(size=2, energies_axis=1)
+    params = misplaced.init(jax.random.key(1), X)["params"]
+    nodes = fpc.init_nodes(misplaced.apply, params, X)
     with pytest.raises(ValueError, match="shape \\(8, 2\\).*stacking axis first"):
-        fpc.energy(Misplaced().apply, params, nodes, X, Y)
+        fpc.energy(misplaced.apply, params, nodes, X, Y)
 
 
 # --- Misuse and naming -----------------------------------------------------------
@@ -443,12 +437,7 @@ class TransformerBlock(nn.Module):
 def test_attention_layernorm_residual_block_trains():
     x = jax.random.normal(jax.random.key(0), (8, 4, 8))
     state = _create(TransformerBlock(), x=x, inference_steps=8, node_lr=0.02, tx=optax.adam(3e-3))
-    step = jax.jit(lambda s: s.train_step(x, Y))
-    losses = []
-    for _ in range(20):
-        state, metrics = step(state)
-        losses.append(float(metrics["loss"]))
-        assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-5)
+    losses, _ = train_losses(state, x, Y, steps=20)
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import pathlib
 import pty
-import shutil
 import struct
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import termios
 import jax
 import numpy as np
 import pytest
-from helpers import assert_trees_close, read_metrics, snapshot
+from helpers import assert_trees_close, log_lines, read_metrics, snapshot
 
 from flax_pc_examples.common import input_pipeline, loop, records
 from flax_pc_examples.mnist import train
@@ -97,18 +96,6 @@ def finished(tmp_path_factory):
     return workdir, code, stderr
 
 
-@pytest.fixture
-def finished_copy(finished, tmp_path):
-    copy = tmp_path / "workdir"
-    shutil.copytree(finished[0], copy)
-    return copy
-
-
-def _log(caplog):
-    """The absl log lines of the in-process run, as main.py prints them."""
-    return [record.getMessage() for record in caplog.records]
-
-
 # --- The command line (subprocesses) ------------------------------------------
 
 
@@ -178,7 +165,7 @@ def test_rerun_of_a_finished_run_trains_nothing(finished_copy, mnist_config, cap
     before = read_metrics(finished_copy)
     state = train.train_and_evaluate(mnist_config(), str(finished_copy))
     assert int(state.step) == 3 * 512 // 64
-    log = _log(caplog)
+    log = log_lines(caplog)
     assert "Resuming from epoch 3 of 3." in log
     assert read_metrics(finished_copy) == before
     accuracy = 100 * before[-1]["test_accuracy"]
@@ -289,6 +276,19 @@ RESNET = {
 }
 
 
+RESIDUAL_MLP = {
+    "model": "residual_mlp",
+    "depth": 6,
+    "width": 16,
+    "parameterization": "mupc",
+    "node_latent": "error",
+    "activation": "tanh",  # smooth: with relu, |dF/dv| stalls at its kinks
+    "node_learning_rate": 0.2,
+    "inference_steps": 50,
+    "inference_tolerance": 1e-3,
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
@@ -297,8 +297,15 @@ RESNET = {
         {"model": "cnn", "hidden_sizes": (16,)},
         {"algorithm": "ipc", "output_energy": "cross_entropy", "node_init": "zeros"},
         {"algorithm": "bp", "optimizer": "adamw", "weight_decay": 1e-4, "lr_schedule": "cosine"},
+        RESIDUAL_MLP,
     ],
-    ids=["resnet-batchnorm-dropout", "cnn", "ipc-cross-entropy-zeros", "bp-adamw-cosine"],
+    ids=[
+        "resnet-batchnorm-dropout",
+        "cnn",
+        "ipc-cross-entropy-zeros",
+        "bp-adamw-cosine",
+        "residual-mlp-mupc-epc",
+    ],
 )
 def test_variants_train_in_process(overrides, mnist_config, tmp_path):
     state = train.train_and_evaluate(mnist_config(**SHORT, **overrides), str(tmp_path))
@@ -311,6 +318,11 @@ def test_variants_train_in_process(overrides, mnist_config, tmp_path):
         stats = state.model_state["batch_stats"]["stem_norm"]
         assert np.abs(np.asarray(stats["mean"])).max() > 0
         assert len(records[0]["node_energies"]) == 3  # after the stem and the two blocks
+    if overrides.get("model") == "residual_mlp":
+        assert len(records[0]["node_energies"]) == 5  # after every layer but the output
+        assert set(state.params["ScaledDense_0"]) == {"kernel"}
+        assert 1 <= records[0]["inference_steps"] < 50  # stopped at the tolerance
+        assert len(records[0]["energy_per_step"]) == 2  # before and after inference
 
 
 @pytest.mark.slow

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
+from flax_pc_examples.common import input_pipeline
 from flax_pc_examples.common.config_checks import ConfigError
 
 
@@ -34,6 +36,38 @@ def check_batch_size(batch_size: int, num_devices: int, name: str = "batch_size"
 def usable(num_examples: int, num_devices: int) -> int:
     """The largest number of examples ``<= num_examples`` that splits over the devices."""
     return num_examples - num_examples % num_devices
+
+
+def load_splits(
+    config: ml_collections.ConfigDict, num_devices: int
+) -> tuple[input_pipeline.Splits, int]:
+    """``config``'s data set, and how many of its training examples the devices share.
+
+    Reads ``config.dataset``, ``data_dir``, ``synthetic_train_size``,
+    ``synthetic_test_size`` and ``batch_size``.
+
+    Returns:
+      ``(splits, num_train)``: the splits, and the largest number of training
+      examples that splits evenly over ``num_devices``.
+
+    Raises:
+      ConfigError: ``config.batch_size`` does not split over the devices
+        (checked before the data is loaded), or is larger than ``num_train``.
+      input_pipeline.DataError: the data cannot be loaded.
+    """
+    check_batch_size(config.batch_size, num_devices)
+    splits = input_pipeline.load(
+        config.dataset,
+        data_dir=config.data_dir or None,
+        synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
+    )
+    num_train = usable(len(splits.train_images), num_devices)
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f"config.batch_size = {config.batch_size} is larger than the training set "
+            f"({num_train} examples)."
+        )
+    return splits, num_train
 
 
 def process_share(array: np.ndarray) -> np.ndarray:

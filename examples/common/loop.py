@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging as std_logging
 import math
 import pathlib
@@ -11,16 +12,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+import flax_pc as fpc
 from flax_pc_examples.common import devices, records
 
 #: An epoch: ``run_epoch(state, epoch) -> (state, record)``, the record a
 #: ``metrics.jsonl`` line (``'epoch'`` and floats; lists and dicts of floats).
 RunEpoch = Callable[[Any, int], tuple[Any, dict[str, Any]]]
+#: One epoch of training: ``train_epoch(state, inputs, targets, rng) -> (state, metrics)``.
+TrainEpoch = Callable[[Any, Any, Any, jax.Array], tuple[Any, dict[str, Any]]]
+_Result = TypeVar("_Result")
 
 _EXAMPLES = str(pathlib.Path(__file__).parents[1])
 
@@ -97,6 +104,43 @@ def quiet_other_info_logs() -> None:
         handler.addFilter(_OwnInfoOnly())
 
 
+def in_workdir(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    validate: Callable[[ml_collections.ConfigDict], None],
+    train: Callable[[ml_collections.ConfigDict, pathlib.Path], _Result],
+) -> _Result:
+    """``train(config, workdir)`` with ``config`` validated and ``workdir`` held.
+
+    Drops other libraries' INFO lines from the log, calls ``validate(config)``
+    (a bad field raises before ``workdir`` is touched), then holds
+    ``workdir`` with :func:`records.exclusive` (process 0 only) while
+    ``train`` runs.
+    """
+    quiet_other_info_logs()
+    validate(config)
+    workdir_path = pathlib.Path(workdir)
+    with records.exclusive(workdir_path, enabled=devices.is_primary()):
+        return train(config, workdir_path)
+
+
+def jit_train_epoch(
+    batch_size: int, batch_sharding: jax.sharding.Sharding | None = None
+) -> TrainEpoch:
+    """:func:`flax_pc.train_epoch`, jitted (donating the state), for one run's batches.
+
+    Args:
+      batch_size: examples per train step.
+      batch_sharding: where each batch lives (split over the devices).
+    """
+    train_epoch = jax.jit(
+        fpc.train_epoch,
+        static_argnames=("batch_size", "shuffle", "batch_sharding"),
+        donate_argnames=("state",),
+    )
+    return functools.partial(train_epoch, batch_size=batch_size, batch_sharding=batch_sharding)
+
+
 def check_finite(record: dict[str, Any], others: dict[str, str], what: str, advice: str) -> None:
     """Raises :class:`DivergedError` unless ``train_energy`` and ``others`` are finite.
 
@@ -134,8 +178,6 @@ def train_epochs(
     resumed: records.Resumed,
     run_epoch: RunEpoch,
     *,
-    workdir: pathlib.Path,
-    num_epochs: int,
     log_line: Callable[[dict[str, Any]], str],
     progress_fields: Callable[[dict[str, Any]], dict[str, str]],
     check: Callable[[dict[str, Any]], None],
@@ -144,20 +186,19 @@ def train_epochs(
 
     Per epoch: ``run_epoch``, ``check`` (raises on divergence), the
     ``metrics.jsonl`` line (appended to ``history`` too), a checkpoint,
-    TensorBoard scalars, and a progress bar on a terminal or ``log_line``
-    in a log. The checkpoints and the writer are closed at the end, also
-    on an error; a checkpoint being written is completed first. In the
-    processes other than 0 of a multi-process run only the checkpoints are
-    written, and nothing is logged per epoch.
+    TensorBoard scalars, and a progress bar on a terminal or, in a log,
+    ``epoch <epoch>/<num_epochs>: <log_line>``. The checkpoints and the
+    writer are closed at the end, also on an error; a checkpoint being
+    written is completed first. In the processes other than 0 of a
+    multi-process run only the checkpoints are written, and nothing is
+    logged per epoch.
 
     Args:
-      resumed: the state to train and the workdir's records, from
-        :func:`records.resume` (``history`` gets each epoch's record, in
-        process 0).
+      resumed: the state to train, the workdir's records and the last epoch
+        to train, from :func:`records.resume` (``history`` gets each
+        epoch's record, in process 0).
       run_epoch: ``run_epoch(state, epoch) -> (state, record)``.
-      workdir: the run's folder.
-      num_epochs: the last epoch to train.
-      log_line: the log line of an epoch's record.
+      log_line: the log line of an epoch's record, after its ``epoch e/n:``.
       progress_fields: the progress bar's fields for an epoch's record.
       check: raises on a record that shows divergence.
 
@@ -168,7 +209,7 @@ def train_epochs(
       StoppedError: SIGTERM or Ctrl-C; the message says which epoch a rerun
         resumes from.
     """
-    state, start_epoch, history, checkpoints, writer = resumed
+    state, start_epoch, history, checkpoints, writer, workdir, num_epochs = resumed
     primary = devices.is_primary()
     if start_epoch < num_epochs and primary:
         logging.info(
@@ -201,7 +242,7 @@ def train_epochs(
                     progress.set_postfix(progress_fields(record), refresh=False)
                     progress.update()
                 elif primary:
-                    logging.info(log_line(record))
+                    logging.info(f"epoch {epoch}/{num_epochs}: {log_line(record)}")
     except _Stop as stop:
         if progress is not None:
             progress.close()

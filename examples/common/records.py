@@ -315,17 +315,16 @@ def restore_latest(
     """
     unreadable: list[tuple[int, str]] = []
     for epoch in sorted(checkpoints.all_steps(), reverse=True):
-        mismatch = _shape_mismatch(checkpoints, epoch, state)
-        if mismatch:
+        try:
+            restored = _restore(checkpoints, epoch, state)
+        except _MisfitError as misfit:
             checkpoints.close()
             raise WorkdirError(
                 f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "
-                f"config ({mismatch}); use another --workdir."
-            )
-        try:
-            restored = checkpoints.restore(epoch, args=ocp.args.StandardRestore(state))
-        except Exception as e:  # a broken file fails in many ways
-            reason = _reason(e)
+                f"config ({misfit}); use another --workdir."
+            ) from None
+        except _UnreadableError as unread:
+            reason = str(unread)
             logging.warning(
                 "The checkpoint of epoch %d (%s) cannot be read (%s); trying the one before.",
                 epoch, pathlib.Path(checkpoints.directory) / str(epoch), reason,
@@ -351,6 +350,30 @@ def restore_latest(
             "--workdir, or move checkpoints/ away to start this one over."
         )
     return state, 0
+
+
+class _MisfitError(Exception):
+    """A checkpoint holds arrays of other shapes than the state's; the message says which."""
+
+
+class _UnreadableError(Exception):
+    """A checkpoint cannot be read; the message is the error's type and first line."""
+
+
+def _restore(checkpoints: ocp.CheckpointManager, epoch: int, state: Any) -> Any:
+    """The checkpoint of ``epoch``, restored into ``state``'s structure, shapes and dtypes.
+
+    Raises:
+      _MisfitError: the checkpoint's params or model state have other shapes (another model).
+      _UnreadableError: the checkpoint cannot be read (a full disk, a copy cut short).
+    """
+    mismatch = _shape_mismatch(checkpoints, epoch, state)
+    if mismatch:
+        raise _MisfitError(mismatch)
+    try:
+        return checkpoints.restore(epoch, args=ocp.args.StandardRestore(state))
+    except Exception as e:  # a broken file fails in many ways
+        raise _UnreadableError(_reason(e)) from None
 
 
 def _reason(error: Exception) -> str:
@@ -406,6 +429,10 @@ class Resumed(NamedTuple):
     history: list[dict[str, Any]]
     checkpoints: ocp.CheckpointManager
     writer: Any
+    #: The run's folder.
+    workdir: pathlib.Path
+    #: The epoch the run trains up to.
+    num_epochs: int
 
 
 def resume(
@@ -426,7 +453,7 @@ def resume(
       workdir: the run's folder.
       config: the run's config (``checkpoints_to_keep`` is read from it).
       state: a fresh train state (what to restore into).
-      num_epochs: the epochs this run trains up to (for the log line).
+      num_epochs: the epochs this run trains up to (for the log line and the loop).
       primary: ``False`` in the processes of a multi-process run but process 0:
         they restore the checkpoint (all processes read and write
         checkpoints) but leave the records to process 0 (no history, no writer).
@@ -438,12 +465,12 @@ def resume(
     if start_epoch:
         logging.info("Resuming from epoch %d of %d.", start_epoch, num_epochs)
     if not primary:
-        return Resumed(state, start_epoch, [], checkpoints, None)
+        return Resumed(state, start_epoch, [], checkpoints, None, workdir, num_epochs)
     history = read_metrics(workdir, up_to_epoch=start_epoch)
     write_metrics(workdir, history)
     write_config(workdir, config)
     writer = create_writer(workdir, config, start_epoch)
-    return Resumed(state, start_epoch, history, checkpoints, writer)
+    return Resumed(state, start_epoch, history, checkpoints, writer, workdir, num_epochs)
 
 
 def load_trained(workdir: pathlib.Path, state: Any) -> tuple[Any, int]:
@@ -468,18 +495,17 @@ def load_trained(workdir: pathlib.Path, state: Any) -> tuple[Any, int]:
         epoch = manager.latest_step()
         if epoch is None:
             raise WorkdirError(f"config.init_checkpoint = {str(workdir)!r} holds no checkpoint.")
-        mismatch = _shape_mismatch(manager, epoch, state)
-        if mismatch:
+        try:
+            restored = _restore(manager, epoch, state)
+        except _MisfitError as misfit:
             raise WorkdirError(
                 f"config.init_checkpoint: the checkpoint of epoch {epoch} in {str(workdir)!r} "
-                f"does not fit this config ({mismatch})."
-            )
-        try:
-            restored = manager.restore(epoch, args=ocp.args.StandardRestore(state))
-        except Exception as e:  # a broken file fails in many ways
+                f"does not fit this config ({misfit})."
+            ) from None
+        except _UnreadableError as unread:
             raise WorkdirError(
                 f"config.init_checkpoint: cannot read the checkpoint of epoch {epoch} in "
-                f"{str(workdir)!r} ({_reason(e)})."
+                f"{str(workdir)!r} ({unread})."
             ) from None
     finally:
         manager.close()

@@ -19,7 +19,6 @@ workdir resumes), ``curves.png`` and ``samples.png``.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 import time
 from collections.abc import Callable
@@ -95,12 +94,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _check_sizes(config: ml_collections.ConfigDict, num_train: int, num_test: int) -> None:
-    if config.batch_size > num_train:
-        raise ConfigError(
-            f"config.batch_size = {config.batch_size} is larger than the training set "
-            f"({num_train} examples)."
-        )
+def _check_eval_size(config: ml_collections.ConfigDict, num_test: int) -> None:
     if config.eval_size > num_test:
         raise ConfigError(
             f"config.eval_size = {config.eval_size} is larger than the test set "
@@ -283,14 +277,18 @@ def save_samples(
 # --- The loop ----------------------------------------------------------------
 
 
-def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
+def _format_epoch(record: dict[str, Any]) -> str:
     return (
-        f"epoch {record['epoch']}/{num_epochs}: train energy {record['train_energy']:.2f}, "
-        f"test MSE {record['test_mse']:.4f}, bottom half from top half "
-        f"{record['masked_mse']:.4f} (mean image {record['mean_image_mse']:.4f}), denoised "
-        f"{record['denoised_mse']:.4f} (noisy {record['noisy_mse']:.4f}) "
-        f"({record['seconds']:.1f} s, of which training {record['train_seconds']:.1f} s)"
+        f"train energy {record['train_energy']:.2f}, test MSE {record['test_mse']:.4f}, bottom "
+        f"half from top half {record['masked_mse']:.4f} (mean image "
+        f"{record['mean_image_mse']:.4f}), denoised {record['denoised_mse']:.4f} (noisy "
+        f"{record['noisy_mse']:.4f}) ({record['seconds']:.1f} s, of which training "
+        f"{record['train_seconds']:.1f} s)"
     )
+
+
+def _progress_fields(record: dict[str, Any]) -> dict[str, str]:
+    return {"energy": f"{record['train_energy']:.2f}", "test_mse": f"{record['test_mse']:.4f}"}
 
 
 def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
@@ -333,11 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
       DivergedError: the energy or an MSE became NaN or infinite (the
         checkpoint of the last good epoch is kept).
     """
-    loop.quiet_other_info_logs()
-    validate_config(config)
-    workdir_path = pathlib.Path(workdir)
-    with records.exclusive(workdir_path, enabled=devices.is_primary()):
-        return _train_and_evaluate(config, workdir_path)
+    return loop.in_workdir(config, workdir, validate_config, _train_and_evaluate)
 
 
 def _train_and_evaluate(
@@ -346,15 +340,8 @@ def _train_and_evaluate(
     """:func:`train_and_evaluate` in the workdir it holds."""
     records.check_workdir(config, workdir_path, fields=MODEL_FIELDS)
     parallel = fpc.DataParallel.create()
-    devices.check_batch_size(config.batch_size, parallel.num_devices)
-
-    splits = input_pipeline.load(
-        config.dataset,
-        data_dir=config.data_dir or None,
-        synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
-    )
-    num_train = devices.usable(len(splits.train_images), parallel.num_devices)
-    _check_sizes(config, num_train, len(splits.test_images))
+    splits, num_train = devices.load_splits(config, parallel.num_devices)
+    _check_eval_size(config, len(splits.test_images))
     logging.info(
         "%s: %d training images, %d of the %d test images held out for evaluation (%s).",
         config.dataset,
@@ -379,7 +366,7 @@ def _train_and_evaluate(
     resumed = records.resume(
         workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
     )
-    state, start_epoch, history = resumed.state, resumed.start_epoch, resumed.history
+    start_epoch, history = resumed.start_epoch, resumed.history
 
     # The model's input is the prior mean for every example; the images are its targets.
     # Each process puts its share of them on its devices.
@@ -390,14 +377,7 @@ def _train_and_evaluate(
         )
     )
     eval_set = parallel.replicate(devices.to_host(make_eval_set(config, splits, noise_rng)))
-    train_epoch = functools.partial(
-        jax.jit(
-            fpc.train_epoch,
-            static_argnames=("batch_size", "shuffle", "batch_sharding"),
-            donate_argnames=("state",),
-        ),
-        batch_sharding=parallel.batch_sharding,
-    )
+    train_epoch = loop.jit_train_epoch(config.batch_size, parallel.batch_sharding)
     evaluate = make_evaluate(config)
     examples_per_epoch = (num_train // config.batch_size) * config.batch_size
 
@@ -407,11 +387,7 @@ def _train_and_evaluate(
         nonlocal images
         start = time.perf_counter()
         state, train_metrics = train_epoch(
-            state,
-            prior,
-            train_images,
-            jax.random.fold_in(data_rng, epoch),
-            batch_size=config.batch_size,
+            state, prior, train_images, jax.random.fold_in(data_rng, epoch)
         )
         summary = devices.to_host(summarize_epoch(train_metrics))
         train_seconds = time.perf_counter() - start
@@ -429,15 +405,10 @@ def _train_and_evaluate(
         }
 
     state = loop.train_epochs(
-        resumed._replace(state=state),
+        resumed,
         run_epoch,
-        workdir=workdir_path,
-        num_epochs=config.num_epochs,
-        log_line=lambda record: _format_epoch(record, config.num_epochs),
-        progress_fields=lambda record: {
-            "energy": f"{record['train_energy']:.2f}",
-            "test_mse": f"{record['test_mse']:.4f}",
-        },
+        log_line=_format_epoch,
+        progress_fields=_progress_fields,
         check=lambda record: _check_finite(record, config),
     )
     if not devices.is_primary():  # process 0 reports and draws

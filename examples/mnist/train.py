@@ -30,10 +30,11 @@ from flax import linen as nn
 import flax_pc as fpc
 from flax_pc_examples.common import cli, config_checks, devices, input_pipeline, loop, records
 from flax_pc_examples.common.activations import ACTIVATIONS
-from flax_pc_examples.common.config_checks import ConfigError, is_number
+from flax_pc_examples.common.config_checks import ConfigError, is_int, is_number
 from flax_pc_examples.mnist import models, plots
 
-MODELS = ("mlp", "cnn", "resnet", "flax_cnn")
+MODELS = ("mlp", "cnn", "resnet", "residual_mlp", "flax_cnn")
+PARAMETERIZATIONS = ("standard", "mupc")
 #: Models with convolutions: ``loop='auto'`` trains them batch by batch on CPU.
 CONV_MODELS = ("cnn", "resnet", "flax_cnn")
 OUTPUT_ENERGIES = {
@@ -71,6 +72,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.dropout_rate = {config.dropout_rate!r}: model 'flax_cnn' is Flax's CNN as "
             "Flax writes it, without dropout; use 0."
         )
+    checker.check("depth", is_int(config.depth) and config.depth >= 2, "an int >= 2")
+    checker.positive_int("width")
+    checker.one_of("parameterization", PARAMETERIZATIONS)
+    checker.one_of("node_latent", fpc.LATENTS)
+    if config.model != "residual_mlp" and config.parameterization != "standard":
+        raise ConfigError(
+            f"config.parameterization = {config.parameterization!r} applies to model "
+            f"'residual_mlp' only (this config's model is {config.model!r}); keep 'standard'."
+        )
     checker.check(
         "init_checkpoint",
         config.init_checkpoint is None or isinstance(config.init_checkpoint, str),
@@ -80,6 +90,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checker.one_of("algorithm", fpc.ALGORITHMS)
     checker.one_of("output_energy", OUTPUT_ENERGIES)
     checker.positive_int("inference_steps")
+    tolerance = config.inference_tolerance
+    checker.check(
+        "inference_tolerance",
+        tolerance is None or (is_number(tolerance) and math.isfinite(tolerance) and tolerance > 0),
+        "None or a number > 0",
+    )
+    if tolerance is not None and config.algorithm != "pc":
+        raise ConfigError(
+            f"config.inference_tolerance = {tolerance!r} applies to algorithm 'pc' (iPC takes a "
+            f"weight step at every inference step; bp has none), not {config.algorithm!r}."
+        )
     checker.positive_float("node_learning_rate")
     checker.fraction("node_momentum")
     checker.one_of("node_init", NODE_INITS)
@@ -110,30 +131,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checker.positive_int("checkpoints_to_keep")
 
 
-def _check_batch_size(config: ml_collections.ConfigDict, num_train: int) -> None:
-    if config.batch_size > num_train:
-        raise ConfigError(
-            f"config.batch_size = {config.batch_size} is larger than the training set "
-            f"({num_train} examples)."
-        )
-
-
 # --- Model and train state ---------------------------------------------------
 
 
 def create_model(
     config: ml_collections.ConfigDict,
-) -> models.MLP | models.CNN | models.ResNet | models.FlaxCNN:
+) -> models.MLP | models.CNN | models.ResNet | models.ResidualMLP | models.FlaxCNN:
     """The linen model that ``config.model`` names."""
     if config.model == "flax_cnn":
         return models.FlaxCNN()
-    common = dict(
-        num_classes=input_pipeline.NUM_CLASSES,
-        activation=config.activation,
-        node_init=config.node_init,
-        node_init_stddev=config.node_init_stddev,
-        dropout_rate=config.dropout_rate,
-    )
+    common = {name: config[name] for name in models.SHARED_FIELDS if name != "num_classes"}
+    common["num_classes"] = input_pipeline.NUM_CLASSES
+    if config.model == "residual_mlp":
+        return models.ResidualMLP(
+            depth=config.depth,
+            width=config.width,
+            parameterization=config.parameterization,
+            **common,
+        )
     if config.model == "resnet":
         return models.ResNet(
             stem_features=config.resnet_stem_features,
@@ -177,6 +192,7 @@ def training_apply(model: nn.Module, config: ml_collections.ConfigDict) -> Calla
             layers=(nn.Dense, nn.Conv),
             value_init=config.node_init,
             value_init_stddev=config.node_init_stddev,
+            latent=config.node_latent,
         )
     return model_apply(model, train=True)
 
@@ -228,6 +244,7 @@ def create_train_state(
         model_state=model_state,
         tx=create_optimizer(config, steps_per_epoch),
         node_tx=optax.sgd(config.node_learning_rate, momentum=momentum),
+        tolerance=config.inference_tolerance,
         inference_steps=config.inference_steps,
         output_energy=OUTPUT_ENERGIES[config.output_energy],
         algorithm=config.algorithm,
@@ -331,19 +348,26 @@ def summarize_epoch(metrics):
         "train_loss": jnp.mean(metrics["loss"]),
         "energy_per_step": jnp.mean(metrics["energy"], axis=0),
         "node_energies": jax.tree_util.tree_map(jnp.mean, metrics["node_energies"]),
+        "inference_steps": jnp.mean(metrics["inference_steps"]),
     }
 
 
 # --- The loop ----------------------------------------------------------------
 
 
-def _format_epoch(record: dict[str, Any], num_epochs: int) -> str:
+def _format_epoch(record: dict[str, Any]) -> str:
     return (
-        f"epoch {record['epoch']}/{num_epochs}: train energy {record['train_energy']:.4f}, "
-        f"train loss {record['train_loss']:.4f}, test accuracy "
-        f"{100 * record['test_accuracy']:.2f}%, test loss {record['test_loss']:.4f} "
+        f"train energy {record['train_energy']:.4f}, train loss {record['train_loss']:.4f}, test "
+        f"accuracy {100 * record['test_accuracy']:.2f}%, test loss {record['test_loss']:.4f} "
         f"({record['seconds']:.2f} s, {record['examples_per_second']:,.0f} examples/s)"
     )
+
+
+def _progress_fields(record: dict[str, Any]) -> dict[str, str]:
+    return {
+        "energy": f"{record['train_energy']:.3f}",
+        "test_acc": f"{100 * record['test_accuracy']:.2f}%",
+    }
 
 
 def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
@@ -397,6 +421,7 @@ def _epoch_record(
         "examples_per_second": examples / seconds,
         "energy_per_step": [float(e) for e in summary["energy_per_step"]],
         "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
+        "inference_steps": float(summary["inference_steps"]),
     }
 
 
@@ -418,11 +443,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.P
       DivergedError: the energy became NaN or infinite (the checkpoint of the
         last good epoch is kept).
     """
-    loop.quiet_other_info_logs()
-    validate_config(config)
-    workdir_path = pathlib.Path(workdir)
-    with records.exclusive(workdir_path, enabled=devices.is_primary()):
-        return _train_and_evaluate(config, workdir_path)
+    return loop.in_workdir(config, workdir, validate_config, _train_and_evaluate)
 
 
 def _train_and_evaluate(
@@ -434,14 +455,7 @@ def _train_and_evaluate(
         records.check_init_checkpoint(config, pathlib.Path(config.init_checkpoint))
 
     parallel = fpc.DataParallel.create()
-    devices.check_batch_size(config.batch_size, parallel.num_devices)
-    splits = input_pipeline.load(
-        config.dataset,
-        data_dir=config.data_dir or None,
-        synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
-    )
-    num_train = devices.usable(len(splits.train_images), parallel.num_devices)
-    _check_batch_size(config, num_train)
+    splits, num_train = devices.load_splits(config, parallel.num_devices)
     logging.info(
         "%s: %d training and %d test images (%s).",
         config.dataset,
@@ -477,16 +491,11 @@ def _train_and_evaluate(
         _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
     )
     if loop_kind == "batch":
-        train_epoch = functools.partial(batch_loop_epoch, make_batch_step(parallel.batch_sharding))
-    else:
         train_epoch = functools.partial(
-            jax.jit(
-                fpc.train_epoch,
-                static_argnames=("batch_size", "shuffle", "batch_sharding"),
-                donate_argnames=("state",),
-            ),
-            batch_sharding=parallel.batch_sharding,
+            batch_loop_epoch, make_batch_step(parallel.batch_sharding), batch_size=config.batch_size
         )
+    else:
+        train_epoch = loop.jit_train_epoch(config.batch_size, parallel.batch_sharding)
     eval_fn = functools.partial(
         evaluate,
         apply_fn=model_apply(create_model(config), train=False),
@@ -506,11 +515,7 @@ def _train_and_evaluate(
     def run_epoch(state, epoch):
         start = time.perf_counter()
         state, train_metrics = train_epoch(
-            state,
-            train_images,
-            train_targets,
-            jax.random.fold_in(data_rng, epoch),
-            batch_size=config.batch_size,
+            state, train_images, train_targets, jax.random.fold_in(data_rng, epoch)
         )
         summary = devices.to_host(
             {**summarize_epoch(train_metrics), **eval_fn(eval_variables(state), *test_set)}
@@ -520,13 +525,8 @@ def _train_and_evaluate(
     state = loop.train_epochs(
         resumed._replace(state=state),
         run_epoch,
-        workdir=workdir_path,
-        num_epochs=config.num_epochs,
-        log_line=lambda record: _format_epoch(record, config.num_epochs),
-        progress_fields=lambda record: {
-            "energy": f"{record['train_energy']:.3f}",
-            "test_acc": f"{100 * record['test_accuracy']:.2f}%",
-        },
+        log_line=_format_epoch,
+        progress_fields=_progress_fields,
         check=lambda record: _check_finite(record, config),
     )
 
