@@ -41,7 +41,8 @@ def layer_energies(sown: PyTree) -> dict[str, Array]:
     which the model creates them. Name explicitly named nodes so that they sort.
 
     Args:
-      sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``).
+      sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``), or
+        ``train_step``'s ``metrics['node_energies']`` (``{path: scalar}``).
     """
     flat = inference.node_energies(sown)
     return {path: flat[path] for path in sorted(flat, key=_natural_key)}
@@ -55,8 +56,9 @@ def energy_ratio(sown: PyTree) -> Array:
     the last layer's energy is zero.
 
     Args:
-      sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``), from a
-        model with at least one ``PCNode``.
+      sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``), or
+        ``train_step``'s ``metrics['node_energies']``, of a model with at
+        least one ``PCNode``.
     """
     layers = list(layer_energies(sown).values())
     if not layers:

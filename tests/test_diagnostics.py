@@ -86,6 +86,9 @@ def test_layer_energies_come_in_network_order_and_the_ratio_is_first_over_last()
     assert all(np.array_equal(layers[k], flat[k]) for k in flat)
     expected = np.mean(flat["PCNode_0"]) / np.mean(flat["PCNode_11"])
     np.testing.assert_allclose(fpc.energy_ratio(sown), expected, rtol=1e-6)
+    # train_step's metrics['node_energies'] ({path: batch mean}) works too.
+    means = {path: jnp.mean(value) for path, value in flat.items()}
+    np.testing.assert_allclose(fpc.energy_ratio(means), expected, rtol=1e-6)
 
 
 def test_the_ratio_shows_that_pc_errors_reach_the_first_layer_late():

@@ -1,4 +1,4 @@
-"""The README's code runs exactly as written: the quickstart and the BatchNorm/Dropout model."""
+"""The README's code runs exactly as written: the quickstart, BatchNorm/Dropout, deep networks."""
 
 import pathlib
 import re
@@ -33,3 +33,12 @@ def test_batchnorm_dropout_example_runs_as_written():
     assert energy.shape == (9,)
     assert energy[-1] < energy[0]
     assert namespace["logits"].shape == (128, 10)
+
+
+def test_deep_network_example_runs_as_written():
+    namespace = run_first_block_after("### Deep networks")
+    steps = int(namespace["metrics"]["inference_steps"])
+    assert 1 <= steps < 200  # stopped at the tolerance, not at the maximum
+    assert namespace["metrics"]["energy"].shape == (2,)
+    assert len(namespace["metrics"]["node_energies"]) == 31  # every layer but the output
+    assert float(namespace["fpc"].energy_ratio(namespace["metrics"]["node_energies"])) > 0.1
