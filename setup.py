@@ -56,6 +56,7 @@ DOCS = [
     "ipykernel>=6.29",
     "matplotlib>=3.8",
     "scikit-learn>=1.5",
+    *ODE,  # the "Deep networks" tutorial solves inference as an ODE
 ]
 
 EXTRA_PACKAGES = {
