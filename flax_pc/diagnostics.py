@@ -92,14 +92,11 @@ def activity_hessian(
     flat, unravel = ravel_pytree(nodes)
     if flat.size == 0:
         raise ValueError("activity_hessian needs a model with at least one PCNode.")
-
-    def total(flat_nodes: Array) -> Array:
-        return inference.energy(
-            apply_fn, params, unravel(flat_nodes), inputs, targets,
-            output_energy=output_energy, model_state=model_state, rng=rng,
-        ).total  # fmt: skip
-
-    return jax.hessian(total)(flat)
+    total = inference.energy_of_nodes(
+        apply_fn, params, inputs, targets,
+        output_energy=output_energy, model_state=model_state, rng=rng,
+    )  # fmt: skip
+    return jax.hessian(lambda flat_nodes: total(unravel(flat_nodes))[0])(flat)
 
 
 def hessian_condition_number(hessian: Array) -> Array:

@@ -197,25 +197,20 @@ def infer_to_equilibrium(
         tolerance = check_tolerance(tolerance)
     if not isinstance(node_tx, GradientFlow):
         inference.check_transform(node_tx, "node_tx")
-    model_state = inference.check_model_state(model_state)
-    rngs = inference.as_rngs(rng)
-
-    def total(nodes):
-        result = inference.energy(
-            apply_fn, params, nodes, inputs, targets,
-            output_energy=output_energy, model_state=model_state, rng=rngs,
-        )  # fmt: skip
-        return result.total, result
-
-    gradient = jax.grad(total, has_aux=True)
-    if isinstance(node_tx, GradientFlow):
-        return _solve_flow(gradient, nodes, node_tx, tolerance, max_steps)
-    return _while_loop(gradient, nodes, node_tx, tolerance, max_steps)
-
-
-def _while_loop(gradient, nodes, node_tx, tolerance, max_steps) -> Equilibrium:
-    grads, start = gradient(nodes)
+    total = inference.energy_of_nodes(
+        apply_fn, params, inputs, targets,
+        output_energy=output_energy, model_state=model_state, rng=rng,
+    )  # fmt: skip
+    # rms(dF/dv) <= limit is convergence; without a tolerance nothing converges.
     limit = -1.0 if tolerance is None else tolerance
+    if isinstance(node_tx, GradientFlow):
+        return _solve_flow(total, nodes, node_tx, tolerance, limit, max_steps)
+    return _while_loop(total, nodes, node_tx, limit, max_steps)
+
+
+def _while_loop(total, nodes, node_tx, limit, max_steps) -> Equilibrium:
+    gradient = jax.grad(total, has_aux=True)
+    grads, start = gradient(nodes)
 
     def not_done(carry):
         _, _, grads, _, step = carry
@@ -233,8 +228,9 @@ def _while_loop(gradient, nodes, node_tx, tolerance, max_steps) -> Equilibrium:
     return Equilibrium(nodes, final, start.total, steps, rms(grads) <= limit)
 
 
-def _solve_flow(gradient, nodes, flow: GradientFlow, tolerance, max_steps) -> Equilibrium:
+def _solve_flow(total, nodes, flow: GradientFlow, tolerance, limit, max_steps) -> Equilibrium:
     diffrax = _import_diffrax()
+    gradient = jax.grad(total, has_aux=True)
 
     def vector_field(t, nodes, args):
         grads, _ = gradient(nodes)
@@ -244,7 +240,7 @@ def _solve_flow(gradient, nodes, flow: GradientFlow, tolerance, max_steps) -> Eq
     if tolerance is not None:
         event = diffrax.Event(diffrax.steady_state_event(rtol=0.0, atol=tolerance, norm=rms))
     controller = flow.stepsize_controller or diffrax.PIDController(rtol=1e-6, atol=1e-6)
-    _, start = gradient(nodes)
+    start_total, _ = total(nodes)
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         flow.solver or diffrax.Tsit5(),
@@ -260,6 +256,5 @@ def _solve_flow(gradient, nodes, flow: GradientFlow, tolerance, max_steps) -> Eq
     )
     nodes = jax.tree_util.tree_map(lambda y: y[0], solution.ys)
     grads, final = gradient(nodes)
-    converged = rms(grads) <= (-1.0 if tolerance is None else tolerance)
     steps = jnp.asarray(solution.stats["num_accepted_steps"], jnp.int32)
-    return Equilibrium(nodes, final, start.total, steps, converged)
+    return Equilibrium(nodes, final, start_total, steps, rms(grads) <= limit)

@@ -21,7 +21,7 @@ key, or a dict ``{stream: key}``; see :func:`~flax_pc.as_rngs`). Passing the sam
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -379,6 +379,34 @@ def node_energies(sown: PyTree) -> dict[str, Array]:
     }
 
 
+def energy_of_nodes(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    inputs: Array,
+    targets: Array,
+    *,
+    output_energy: EnergyFn = _energies.squared_error,
+    model_state: Mapping[str, PyTree] | None = None,
+    rng: RNG | None = None,
+) -> Callable[[PyTree], tuple[Array, Energy]]:
+    """:func:`energy` as a function of the nodes alone: ``nodes -> (F, Energy)``.
+
+    What inference differentiates (``jax.grad(..., has_aux=True)``); the
+    arguments are those of :func:`energy`.
+    """
+    model_state = check_model_state(model_state)
+    rngs = as_rngs(rng)
+
+    def total(nodes: PyTree) -> tuple[Array, Energy]:
+        result = energy(
+            apply_fn, params, nodes, inputs, targets,
+            output_energy=output_energy, model_state=model_state, rng=rngs,
+        )  # fmt: skip
+        return result.total, result
+
+    return total
+
+
 def check_steps(inference_steps: Any) -> int:
     """``inference_steps`` if it is an int >= 0; raises otherwise."""
     if isinstance(inference_steps, bool) or not isinstance(inference_steps, int):
@@ -475,13 +503,10 @@ def infer(
     unroll = check_unroll(unroll)
     model_state = check_model_state(model_state)
     rngs = as_rngs(rng)
-
-    def total(nodes):
-        result = energy(
-            apply_fn, params, nodes, inputs, targets,
-            output_energy=output_energy, model_state=model_state, rng=rngs,
-        )  # fmt: skip
-        return result.total, result
+    total = energy_of_nodes(
+        apply_fn, params, inputs, targets,
+        output_energy=output_energy, model_state=model_state, rng=rngs,
+    )  # fmt: skip
 
     def step(carry, _):
         nodes, opt_state = carry
