@@ -30,18 +30,18 @@ Writes ``--out``/deep_pc.json and deep_pc.png (accuracy against depth).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import flax_pc as fpc
-from flax_pc_benchmarks import data
+from flax_pc_benchmarks import data, harness
 from flax_pc_examples.mnist.models import ResidualMLP
 
 #: variant -> (parameterization, node latent, algorithm, node lr, weight lr)
@@ -77,7 +77,7 @@ def run(variant: str, depth: int, dataset: data.Dataset, args: argparse.Namespac
     model = ResidualMLP(
         depth=depth, width=args.width, parameterization=parameterization, node_latent=latent
     )
-    apply = lambda variables, x, **kw: model.apply(variables, x, train=True, **kw)  # noqa: E731
+    apply = functools.partial(model.apply, train=True)
     params = model.init(jax.random.key(args.seed), dataset.x_train[:1], train=False)["params"]
     state = fpc.PCTrainState.create(
         apply_fn=apply, params=params, tx=optax.adam(lr), node_tx=optax.sgd(node_lr),
@@ -100,23 +100,18 @@ def run(variant: str, depth: int, dataset: data.Dataset, args: argparse.Namespac
     row: dict[str, Any] = {
         "variant": variant,
         "depth": depth,
-        "test_accuracy": accuracy(apply, state.params, dataset),
+        "test_accuracy": harness.accuracy(
+            lambda params, x: apply({"params": params}, x),
+            state.params,
+            dataset.x_test,
+            dataset.y_test,
+        ),  # fmt: skip
         "final_loss": float(np.mean(np.asarray(losses[-50:]))),
         "s_per_epoch": seconds / max(batches - 1, 1) * (len(dataset.x_train) // args.batch_size),
     }
     if algorithm != "bp":
         row.update(inference_diagnostics(apply, state.params, dataset, latent, node_lr, args))
     return row
-
-
-def accuracy(apply, params, dataset: data.Dataset) -> float:
-    """Test accuracy of the feed-forward network."""
-    predict = jax.jit(lambda x: jnp.argmax(apply({"params": params}, x), -1))
-    hits = 0
-    for i in range(0, len(dataset.x_test), 1000):
-        labels = dataset.y_test[i : i + 1000].argmax(-1)
-        hits += int(np.sum(np.asarray(predict(dataset.x_test[i : i + 1000])) == labels))
-    return hits / len(dataset.x_test)
 
 
 def inference_diagnostics(apply, params, dataset, latent, node_lr, args) -> dict:

@@ -375,9 +375,11 @@ def _memory(compiled) -> dict[str, float]:
     }
 
 
-def accuracy(variant: Variant, state: Any, x: Array, y: Array, chunk: int = 1000) -> float:
-    """Feed-forward accuracy: argmax of the output against argmax of ``y``."""
-    predict = jax.jit(variant.predict)
+def accuracy(
+    predict: Callable[[Any, Array], Array], state: Any, x: Array, y: Array, chunk: int = 1000
+) -> float:
+    """Feed-forward accuracy of ``predict(state, x)``: argmax against argmax of ``y``."""
+    predict = jax.jit(predict)
     hits = 0
     for start in range(0, x.shape[0], chunk):
         out = predict(state, x[start : start + chunk])
@@ -462,7 +464,7 @@ def run(
             epoch_cpu_s=cpu_times[v.name],
             median_epoch_cpu_s=_median_after_first(cpu_times[v.name]),
             examples_per_s=num_examples / median,
-            test_accuracy=accuracy(v, states[v.name], x_test, y_test),
+            test_accuracy=accuracy(v.predict, states[v.name], x_test, y_test),
             **_memory(compiled[v.name]),
         )
         res["_weights"] = v.plain_weights(states[v.name])
