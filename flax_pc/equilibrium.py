@@ -16,6 +16,11 @@ stalls at ``rms(dF/dv)`` of about the size of the jumps (seen at ~3e-3 on a
 small μPC network), so a tolerance below that runs to ``max_steps``. Smooth
 activations (tanh, gelu, silu) have no such floor.
 
+A ``lax.while_loop`` cannot be unrolled like :func:`flax_pc.infer`'s steps: on
+CPU a conv net's inference step is several times slower inside a loop
+(4.4-4.9x per batch for the CNN of benchmarks/README.md, jax-ml/jax#12868),
+so there a fixed ``T`` may cost less than inference to a tolerance.
+
 ``rms`` is the root mean square over every entry of every node of the batch;
 ``F`` is summed over the batch, so ``dF/dv`` is per example and the criterion
 does not depend on the batch size. SGD with learning rate ``eta`` is the Euler

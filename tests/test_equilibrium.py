@@ -178,3 +178,38 @@ def test_gradient_flow_without_diffrax_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(equilibrium.importlib, "import_module", without_diffrax)
     with pytest.raises(ImportError, match=r"pip install 'flax_pc\[ode\]'"):
         fpc.GradientFlow()
+
+
+def test_batchnorm_dropout_model_to_equilibrium():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            x = nn.Dense(8)(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = fpc.PCNode()(nn.tanh(x))
+            x = nn.Dropout(0.3, deterministic=not train)(x)
+            return nn.Dense(2)(x)
+
+    model = Net()
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+    y = jax.random.normal(jax.random.key(1), (16, 2))
+    variables = model.init(jax.random.key(2), x, train=False)
+    apply = lambda v, x, **kw: model.apply(v, x, train=True, **kw)  # noqa: E731
+    state = fpc.PCTrainState.create(
+        apply_fn=apply, params=variables["params"], tx=optax.adam(1e-2),
+        node_tx=optax.sgd(0.2), inference_steps=300, tolerance=1e-4,
+        model_state={"batch_stats": variables["batch_stats"]},
+    )  # fmt: skip
+    step = jax.jit(lambda s, key: s.train_step(x, y, rng=key))
+    new, metrics = step(state, jax.random.key(3))
+    assert 0 < int(metrics["inference_steps"]) < 300
+    assert metrics["energy"][1] < metrics["energy"][0]
+    # The running averages moved once (from the feed-forward pass), as with a fixed T.
+    before = state.model_state["batch_stats"]["BatchNorm_0"]["mean"]
+    after = new.model_state["batch_stats"]["BatchNorm_0"]["mean"]
+    assert float(jnp.abs(after - before).max()) > 0
+    # The same key gives the same result (one dropout mask per batch), another key another.
+    again, _ = step(state, jax.random.key(3))
+    other, _ = step(state, jax.random.key(4))
+    assert_trees_close(again.params, new.params, rtol=0, atol=0)
+    assert not np.allclose(other.params["Dense_1"]["kernel"], new.params["Dense_1"]["kernel"])
