@@ -1,1 +1,1 @@
-"""The benchmarks, importable as ``flax_pc_benchmarks``."""
+"""The benchmarks; importable as ``benchmarks`` from an editable checkout."""

@@ -37,12 +37,13 @@ import time
 from typing import Any
 
 import jax
+import jax.flatten_util
 import numpy as np
 import optax
 
 import flax_pc as fpc
-from flax_pc_benchmarks import data, harness
-from flax_pc_examples.mnist.models import ResidualMLP
+from benchmarks import data, harness
+from examples.mnist.models import ResidualMLP
 
 #: variant -> (parameterization, node latent, algorithm, node lr, weight lr)
 VARIANTS: dict[str, tuple[str, str, str, float, float]] = {
@@ -79,9 +80,10 @@ def run(variant: str, depth: int, dataset: data.Dataset, args: argparse.Namespac
     )
     apply = functools.partial(model.apply, train=True)
     params = model.init(jax.random.key(args.seed), dataset.x_train[:1], train=False)["params"]
+    inference = dict(node_tx=optax.sgd(node_lr), inference_steps=args.inference_steps, unroll=1)
     state = fpc.PCTrainState.create(
-        apply_fn=apply, params=params, tx=optax.adam(lr), node_tx=optax.sgd(node_lr),
-        inference_steps=args.inference_steps, algorithm=algorithm, unroll=1,
+        apply_fn=apply, params=params, tx=optax.adam(lr), algorithm=algorithm,
+        **(inference if algorithm != "bp" else {}),
     )  # fmt: skip
     step = jax.jit(lambda s, x, y: s.train_step(x, y))
     batches = int(args.epochs * (len(dataset.x_train) // args.batch_size))
@@ -114,6 +116,12 @@ def run(variant: str, depth: int, dataset: data.Dataset, args: argparse.Namespac
     return row
 
 
+def _rms(tree: Any) -> float:
+    """The root mean square over every entry of ``tree`` (what a tolerance bounds)."""
+    flat, _ = jax.flatten_util.ravel_pytree(tree)
+    return float(np.sqrt(np.mean(np.square(np.asarray(flat)))))
+
+
 def inference_diagnostics(apply, params, dataset, latent, node_lr, args) -> dict:
     """Steps to converge and the energy ratio after T steps, on 256 test examples.
 
@@ -128,7 +136,7 @@ def inference_diagnostics(apply, params, dataset, latent, node_lr, args) -> dict
     x, y = dataset.x_test[:256], dataset.y_test[:256]
     start = fpc.init_nodes(apply, params, x)
     gradient = jax.grad(lambda n: fpc.energy(apply, params, n, x, y).total)(start)
-    tolerance = args.relative_tolerance * float(fpc.rms(gradient))
+    tolerance = args.relative_tolerance * _rms(gradient)
     result = jax.jit(
         lambda n: fpc.infer_to_equilibrium(
             apply, params, n, x, y, node_tx=optax.sgd(node_lr), tolerance=tolerance,
@@ -141,7 +149,7 @@ def inference_diagnostics(apply, params, dataset, latent, node_lr, args) -> dict
             inference_steps=args.inference_steps, unroll=1,
         )
     )(start)  # fmt: skip
-    ratio = fpc.energy_ratio(fpc.energy(apply, params, nodes, x, y).nodes)
+    ratio = fpc.diagnostics.energy_ratio(fpc.energy(apply, params, nodes, x, y).nodes)
     return {
         "steps_to_converge": int(result.steps),
         "converged": bool(result.converged),

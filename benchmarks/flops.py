@@ -24,7 +24,7 @@ import optax
 from jax._src.lax.control_flow import loops as _loops
 
 import flax_pc as fpc
-from flax_pc_benchmarks import harness, plain_pc
+from benchmarks import harness, plain_pc
 
 
 @contextlib.contextmanager
@@ -71,15 +71,18 @@ def train_step_flops(
     model_state = model_state or {}
 
     def create(algorithm):
+        inference = {
+            "node_tx": optax.sgd(workload.node_lr),
+            "inference_steps": workload.inference_steps,
+        }
         return fpc.PCTrainState.create(
             apply_fn=workload.apply_fn,
             params=params,
             tx=workload.weight_tx(),
-            node_tx=optax.sgd(workload.node_lr),
-            inference_steps=workload.inference_steps,
             output_energy=workload.output_energy,
             algorithm=algorithm,
             model_state=model_state,
+            **(inference if algorithm != "bp" else {}),
         )
 
     def train_step(s, x, y):

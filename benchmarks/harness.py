@@ -30,7 +30,7 @@ import optax
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_benchmarks import plain_pc
+from benchmarks import plain_pc
 
 Array = jax.Array
 IMPLS = ("flax_pc", "plain_jax", "backprop")
@@ -238,16 +238,19 @@ def flax_pc_variant(
         impl = "flax_pc" if unroll else "flax_pc" + ROLLED
 
     def init_state():
+        inference = {
+            "node_tx": optax.sgd(workload.node_lr),
+            "inference_steps": workload.inference_steps,
+            "unroll": unroll,
+        }
         return fpc.PCTrainState.create(
             apply_fn=workload.apply_fn,
             params=_copy(params),
             tx=workload.weight_tx(),
-            node_tx=optax.sgd(workload.node_lr),
-            inference_steps=workload.inference_steps,
             output_energy=workload.output_energy,
             algorithm=algorithm,
             model_state=_copy(model_state),
-            unroll=unroll,
+            **(inference if algorithm != "bp" else {}),
         )
 
     def plain_weights(state):

@@ -38,8 +38,8 @@ import numpy as np
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_benchmarks import data as data_lib
-from flax_pc_benchmarks import harness, models, plain_pc, plots
+from benchmarks import data as data_lib
+from benchmarks import harness, models, plain_pc, plots
 
 SWEEPS = {
     "steps": (1, 4, 16, 64),
@@ -186,7 +186,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     Time ratios are the median over epochs (after the first) of the per-epoch
     ratio: both epochs of a pair ran in the same round, under the same load.
     Names: ``flax_pc`` and ``plain_jax`` have the inference loop unrolled,
-    ``*_rolled`` rolled (see :func:`flax_pc_benchmarks.harness.make_variants`).
+    ``*_rolled`` rolled (see :func:`benchmarks.harness.make_variants`).
     """
     out = {}
 
@@ -305,7 +305,7 @@ def run_point(args, description: dict[str, Any], workload: harness.Workload) -> 
         "ratios": ratios(results),
     }
     if args.flops:
-        from flax_pc_benchmarks.flops import (
+        from benchmarks.flops import (
             train_step_flops,  # imports flax_pc too; only when asked
         )
 

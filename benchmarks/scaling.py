@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     import optax
 
     import flax_pc as fpc
-    from flax_pc_benchmarks import models
+    from benchmarks import models
 
     all_devices = jax.devices()
     simulated = all_devices[0].platform == "cpu" and len(all_devices) > 1

@@ -1,1 +1,1 @@
-"""The example configs (``ml_collections``), importable as ``flax_pc_examples.configs``."""
+"""The example configs (``ml_collections``); importable as ``configs`` from an editable checkout."""

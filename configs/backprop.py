@@ -6,7 +6,7 @@ algorithm='bp' ignores the value nodes and the node fields. Expect about 96% on 
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ like default.py. Plain ``nn.Conv``; about 20 s per epoch on a 2-core CPU, where
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

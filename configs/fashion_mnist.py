@@ -12,7 +12,7 @@ reached 89.8% on validation.
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

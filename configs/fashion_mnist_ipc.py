@@ -15,7 +15,7 @@ set over seeds 0-9, iPC with this config and PC with fashion_mnist.py tie
 
 import ml_collections
 
-from flax_pc_examples.configs import fashion_mnist as fashion_mnist_lib
+from configs import fashion_mnist as fashion_mnist_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@ backprop run's weights with ``--config.init_checkpoint=<its workdir>``.
 
 import ml_collections
 
-from flax_pc_examples.configs import cnn as cnn_lib
+from configs import cnn as cnn_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from flax_pc_examples.configs import generative as generative_lib
+from configs import generative as generative_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

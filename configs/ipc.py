@@ -7,7 +7,7 @@ so there are T weight updates per batch instead of one.
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

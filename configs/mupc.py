@@ -17,7 +17,7 @@ with ``--config.data_dir=../shared/datasets/fashion_mnist``.
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

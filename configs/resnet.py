@@ -14,7 +14,7 @@ step per batch on CPU). Test accuracy 90.1% (mean of seeds 0-2; 86.9% with
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from flax_pc_examples.configs import default as default_lib
+from configs import default as default_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,1 +1,1 @@
-"""The examples of flax_pc, installed as the package ``flax_pc_examples``."""
+"""The training examples; importable as ``examples`` from an editable checkout."""

@@ -1,79 +1,46 @@
-"""flax_pc: predictive coding for Flax linen models.
+"""flax_pc: predictive coding for Flax models.
 
-Put :class:`PCNode` after the layers of a linen model, train it with
-:class:`PCTrainState`; or build your own loop from :func:`init_nodes`,
-:func:`energy` and :func:`infer`.
+Put :class:`PCNode` after the layers of a linen model (or let
+:func:`with_nodes` place them), train it with :class:`PCTrainState`; or build
+your own loop from :func:`init_nodes`, :func:`energy` and :func:`infer`.
+
+Everything public is here and in the submodules :mod:`flax_pc.energies` and
+:mod:`flax_pc.diagnostics`; ``flax_pc._src`` holds the implementation and is
+not API.
 """
 
-from flax_pc import energies
-from flax_pc.auto_nodes import with_nodes
-from flax_pc.diagnostics import (
-    activity_hessian,
-    energy_ratio,
-    hessian_condition_number,
-    layer_energies,
-)
-from flax_pc.equilibrium import Equilibrium, GradientFlow, infer_to_equilibrium, rms
-from flax_pc.inference import (
-    RNG_STREAMS,
-    Energy,
-    InitialNodes,
-    as_rngs,
-    energy,
-    infer,
-    init_nodes,
-    initialize,
-    node_energies,
-)
-from flax_pc.loops import epoch_batches, train_epoch
-from flax_pc.mupc import MuPCScalings, ScaledDense, mupc_scalings
-from flax_pc.nodes import (
-    ENERGIES,
-    LATENTS,
-    NODE_RNG,
-    NODES,
-    VALUE_INITS,
-    NodeValue,
-    PCNode,
-)
-from flax_pc.parallel import DataParallel
-from flax_pc.train_state import ALGORITHMS, PCTrainState
+from flax_pc import diagnostics, energies
+from flax_pc._src.auto_nodes import with_nodes
+from flax_pc._src.equilibrium import Equilibrium, GradientFlow, infer_to_equilibrium
+from flax_pc._src.inference import Energy, energy, infer, init_nodes, node_energies
+from flax_pc._src.loops import epoch_batches, train_epoch
+from flax_pc._src.mupc import ScaledDense, mupc_scalings
+from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, PCNode
+from flax_pc._src.parallel import DataParallel
+from flax_pc._src.train_state import PCTrainState
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "ALGORITHMS",
     "DataParallel",
     "ENERGIES",
     "Energy",
     "Equilibrium",
     "GradientFlow",
-    "InitialNodes",
-    "LATENTS",
-    "MuPCScalings",
     "NODES",
     "NODE_RNG",
-    "NodeValue",
     "PCNode",
     "PCTrainState",
-    "RNG_STREAMS",
     "ScaledDense",
-    "VALUE_INITS",
-    "activity_hessian",
-    "as_rngs",
+    "diagnostics",
     "energies",
     "energy",
-    "energy_ratio",
     "epoch_batches",
-    "hessian_condition_number",
     "infer",
     "infer_to_equilibrium",
     "init_nodes",
-    "initialize",
-    "layer_energies",
     "mupc_scalings",
     "node_energies",
-    "rms",
     "train_epoch",
     "with_nodes",
 ]

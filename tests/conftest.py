@@ -19,7 +19,7 @@ def mnist_config():
 
     ``mnist_config(batch_size=32)`` sets fields as ``--config.batch_size=32`` does.
     """
-    from flax_pc_examples.configs import test
+    from configs import test
 
     return lambda **overrides: with_overrides(test.get_config(), overrides)
 
@@ -27,7 +27,7 @@ def mnist_config():
 @pytest.fixture
 def generative_config():
     """configs/generative_test.py (examples/generative, tiny and synthetic) with overrides."""
-    from flax_pc_examples.configs import generative_test
+    from configs import generative_test
 
     return lambda **overrides: with_overrides(generative_test.get_config(), overrides)
 

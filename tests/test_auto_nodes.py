@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close, train_losses
+from helpers import assert_trees_close, create_state, train_losses
 from pc_models import MLP
 
 import flax_pc as fpc
@@ -20,7 +20,7 @@ Y = np.eye(3, dtype=np.float32)[np.arange(6) % 3]
 
 def _state(apply_fn, params, **kwargs):
     defaults = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
-    return fpc.PCTrainState.create(apply_fn=apply_fn, params=params, **{**defaults, **kwargs})
+    return create_state(apply_fn=apply_fn, params=params, **{**defaults, **kwargs})
 
 
 @pytest.mark.parametrize("algorithm", ["pc", "ipc", "bp"])

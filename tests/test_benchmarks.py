@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import flax_pc as fpc
-from flax_pc_benchmarks import models, plain_pc
+from benchmarks import models, plain_pc
 
 STEPS = 3
 
@@ -118,7 +118,7 @@ def test_cnn_step_matches_plain_jax():
 
 @pytest.mark.slow
 def test_benchmark_script_runs_end_to_end(tmp_path):
-    from flax_pc_benchmarks import pc_benchmark
+    from benchmarks import pc_benchmark
 
     tiny = ["--data_dir", "synthetic", "--batches", "2", "--epochs", "2", "--repeats", "1"]
     tiny += ["--test_examples", "64", "--out", str(tmp_path)]
@@ -153,7 +153,7 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_script_runs_cnn_and_resnet(tmp_path):
-    from flax_pc_benchmarks import pc_benchmark
+    from benchmarks import pc_benchmark
 
     tiny = ["--data_dir", "synthetic", "--batches", "1", "--epochs", "1", "--repeats", "1"]
     tiny += ["--test_examples", "16", "--out", str(tmp_path), "--no_flops"]
@@ -195,7 +195,7 @@ def test_scaling_script_checks_simulated_devices(tmp_path):
 def test_depth_table_script_runs_end_to_end(tmp_path):
     import json
 
-    from flax_pc_benchmarks import deep_pc
+    from benchmarks import deep_pc
 
     rows = deep_pc.main(
         ["--data_dir", str(tmp_path / "no_data"), "--depths", "3", "--epochs", "0.1",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import flax_pc as fpc
-from flax_pc_examples.mnist import models, train
+from examples.mnist import models, train
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -125,7 +125,7 @@ def test_derived_configs_state_only_what_they_change(name):
     # The same fields as its default: no field added, none left out.
     assert set(config.keys()) == set(load_config(default_of(name)).keys())
     text = (CONFIGS / f"{name}.py").read_text()
-    assert f"from flax_pc_examples.configs import {BASES[name]} as {BASES[name]}_lib" in text
+    assert f"from configs import {BASES[name]} as {BASES[name]}_lib" in text
     assert f"config = {BASES[name]}_lib.get_config()" in text
     assert "ConfigDict(" not in text and "placeholder(" not in text
     lines = text.splitlines()

@@ -39,11 +39,13 @@ def test_condition_number_of_a_scalar_linear_chain_is_the_closed_form(hidden, we
         x, y = jnp.ones((1, 1), jnp.float64), jnp.full((1, 1), 0.3, jnp.float64)
         params = _constant_weights(model.init(jax.random.key(0), x)["params"], weight)
         nodes = fpc.init_nodes(model.apply, params, x)
-        hessian = fpc.activity_hessian(model.apply, params, nodes, x, y)
+        hessian = fpc.diagnostics.activity_hessian(model.apply, params, nodes, x, y)
         assert hessian.shape == (hidden, hidden)
         c = math.cos(math.pi / (hidden + 1))
         expected = (1 + weight**2 + 2 * weight * c) / (1 + weight**2 - 2 * weight * c)
-        np.testing.assert_allclose(fpc.hessian_condition_number(hessian), expected, rtol=1e-9)
+        np.testing.assert_allclose(
+            fpc.diagnostics.hessian_condition_number(hessian), expected, rtol=1e-9
+        )
 
 
 def test_hessian_of_a_vector_linear_chain_is_the_block_matrix():
@@ -54,7 +56,7 @@ def test_hessian_of_a_vector_linear_chain_is_the_block_matrix():
         params = model.init(jax.random.key(0), x)["params"]
         params = jax.tree_util.tree_map(lambda k: k.astype(jnp.float64), params)
         nodes = fpc.init_nodes(model.apply, params, x)
-        hessian = np.asarray(fpc.activity_hessian(model.apply, params, nodes, x, y))
+        hessian = np.asarray(fpc.diagnostics.activity_hessian(model.apply, params, nodes, x, y))
         # Dense kernels are [in, out]: mu_{l+1} = v_l K_{l+1}, so with A = K^T,
         # the block of v_l is I + A_{l+1}^T A_{l+1} and the coupling of v_l and v_{l+1} is -A_{l+1}.
         matrices = [np.asarray(params[f"Dense_{i}"]["kernel"]).T for i in range(4)]
@@ -80,15 +82,15 @@ def test_layer_energies_come_in_network_order_and_the_ratio_is_first_over_last()
         lambda v: v + jax.random.normal(jax.random.key(3), v.shape), nodes
     )
     sown = fpc.energy(model.apply, params, nodes, x, y).nodes
-    layers = fpc.layer_energies(sown)
+    layers = fpc.diagnostics.layer_energies(sown)
     assert list(layers) == [f"PCNode_{i}" for i in range(12)]  # PCNode_2 before PCNode_10
     flat = fpc.node_energies(sown)
     assert all(np.array_equal(layers[k], flat[k]) for k in flat)
     expected = np.mean(flat["PCNode_0"]) / np.mean(flat["PCNode_11"])
-    np.testing.assert_allclose(fpc.energy_ratio(sown), expected, rtol=1e-6)
+    np.testing.assert_allclose(fpc.diagnostics.energy_ratio(sown), expected, rtol=1e-6)
     # train_step's metrics['node_energies'] ({path: batch mean}) works too.
     means = {path: jnp.mean(value) for path, value in flat.items()}
-    np.testing.assert_allclose(fpc.energy_ratio(means), expected, rtol=1e-6)
+    np.testing.assert_allclose(fpc.diagnostics.energy_ratio(means), expected, rtol=1e-6)
 
 
 def test_the_ratio_shows_that_pc_errors_reach_the_first_layer_late():
@@ -102,7 +104,9 @@ def test_the_ratio_shows_that_pc_errors_reach_the_first_layer_late():
         nodes, _ = fpc.infer(
             model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=steps
         )
-        ratios.append(float(fpc.energy_ratio(fpc.energy(model.apply, params, nodes, x, y).nodes)))
+        ratios.append(
+            float(fpc.diagnostics.energy_ratio(fpc.energy(model.apply, params, nodes, x, y).nodes))
+        )
     # The error moves down one layer per step: the first of 5 nodes has none before step 5.
     assert ratios[0] == 0 and ratios[1] == 0 and ratios[2] > 0
 
@@ -112,6 +116,6 @@ def test_diagnostics_need_nodes():
     x = jnp.ones((1, 2))
     params = model.init(jax.random.key(0), x)["params"]
     with pytest.raises(ValueError, match="at least one PCNode"):
-        fpc.energy_ratio({})
+        fpc.diagnostics.energy_ratio({})
     with pytest.raises(ValueError, match="at least one PCNode"):
-        fpc.activity_hessian(model.apply, params, {}, x, x)
+        fpc.diagnostics.activity_hessian(model.apply, params, {}, x, x)

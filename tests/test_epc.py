@@ -9,6 +9,7 @@ from flax import linen as nn
 from helpers import assert_trees_close, train_losses
 
 import flax_pc as fpc
+from flax_pc._src import inference
 
 DEPTH = 4
 
@@ -41,7 +42,7 @@ def test_error_nodes_store_the_error_and_start_at_zero():
     x = jax.random.normal(jax.random.key(0), (3, 4))
     model = Chain(latent="error")
     params = model.init(jax.random.key(1), x)["params"]
-    initial = fpc.initialize(model.apply, params, x)
+    initial = inference.initialize(model.apply, params, x)
     assert initial.forward
     assert set(initial.nodes["PCNode_0"]) == {"error"}
     for node in initial.nodes.values():
@@ -61,8 +62,9 @@ def test_one_step_reaches_every_layer_with_epc_but_one_layer_with_pc():
         model = Chain(latent=latent, activation="tanh")
         params = model.init(jax.random.key(1), x)["params"]
         nodes = fpc.init_nodes(model.apply, params, x)
-        nodes, _ = fpc.infer(
+        nodes, _ = inference.run_inference(
             model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=1,
+            output_energy=fpc.energies.squared_error, model_state=None, rng=None, unroll=None,
             forward_initialized=True,
         )  # fmt: skip
         sown = fpc.energy(model.apply, params, nodes, x, y).nodes

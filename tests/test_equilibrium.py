@@ -7,10 +7,10 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close
+from helpers import assert_trees_close, create_state
 
 import flax_pc as fpc
-from flax_pc import equilibrium
+from flax_pc._src import equilibrium
 
 
 class Net(nn.Module):
@@ -45,7 +45,7 @@ def test_while_loop_and_ode_reach_the_equilibrium_of_many_small_sgd_steps():
                 unroll=1,
             )
         )(start)  # fmt: skip
-        assert float(fpc.rms(_node_gradient(model, params, reference, x, y))) < 1e-10
+        assert float(equilibrium.rms(_node_gradient(model, params, reference, x, y))) < 1e-10
         stopped = jax.jit(
             lambda n: fpc.infer_to_equilibrium(
                 model.apply, params, n, x, y, node_tx=optax.sgd(0.3), tolerance=1e-10,
@@ -82,7 +82,7 @@ def test_the_while_loop_stops_at_the_first_step_within_the_tolerance():
             model.apply, params, start, x, y, node_tx=optax.sgd(0.2), inference_steps=count,
             unroll=1,
         )  # fmt: skip
-        norms.append(float(fpc.rms(_node_gradient(model, params, nodes, x, y))))
+        norms.append(float(equilibrium.rms(_node_gradient(model, params, nodes, x, y))))
     assert norms[0] > tolerance >= norms[1]
     assert_trees_close(result.nodes, nodes, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
@@ -121,13 +121,13 @@ def test_train_state_to_equilibrium():
 def test_fixed_steps_report_t_and_backprop_zero():
     model, params, _, x, y = _problem()
     for algorithm, expected in (("pc", 7), ("ipc", 7), ("bp", 0)):
-        state = fpc.PCTrainState.create(
+        state = create_state(
             apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=optax.sgd(0.1),
             inference_steps=7, algorithm=algorithm,
         )  # fmt: skip
         _, metrics = state.train_step(x, y)
         assert int(metrics["inference_steps"]) == expected
-        assert metrics["energy"].shape == (8,)
+        assert metrics["energy"].shape == (expected + 1,)  # before every step, and after
 
 
 @pytest.mark.parametrize("tolerance", [0, -1e-3, "small", True])

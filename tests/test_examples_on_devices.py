@@ -91,7 +91,7 @@ def test_a_killed_process_ends_the_run_and_a_rerun_resumes(tmp_path):
     code, _ = _finish(first, timeout=120)
     assert code != 0
     assert time.monotonic() - start < 120
-    second.wait(timeout=30)
+    _finish(second, timeout=30)  # reaps it and closes its pipes
     rerun = _processes(workdir, "--config.num_epochs=3", "--heartbeat_timeout=10")
     for code, err in [_finish(p) for p in rerun]:
         assert code == 0, err[-3000:]

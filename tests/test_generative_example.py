@@ -20,8 +20,8 @@ import pytest
 from helpers import assert_trees_close, log_lines, read_metrics, snapshot
 
 import flax_pc as fpc
-from flax_pc_examples.common import input_pipeline, records
-from flax_pc_examples.generative import train
+from examples.common import input_pipeline, records
+from examples.generative import train
 
 ROOT = pathlib.Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "generative"
@@ -42,7 +42,7 @@ METRICS = (
 
 
 def load_config(name: str):
-    return importlib.import_module(f"flax_pc_examples.configs.{name}").get_config()
+    return importlib.import_module(f"configs.{name}").get_config()
 
 
 def run_main(workdir, *flags, config="configs/generative_test.py"):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from flax_pc_examples.common import input_pipeline
+from examples.common import input_pipeline
 
 IMAGES = {"train": 20, "test": 8}
 

@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close, train_losses
+from helpers import assert_trees_close, create_state, train_losses
 
 import flax_pc as fpc
+from flax_pc._src import inference
 
 # NumPy constants: no JAX computation (and compilation) when the tests are collected.
 X = np.random.default_rng(0).standard_normal((8, 5), np.float32)
@@ -20,7 +21,7 @@ Y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
 def _create(model, x=X, inference_steps=3, node_lr=0.05, train=None, tx=None, **kwargs):
     variables = model.init(jax.random.key(1), x)
     apply_fn = model.apply if train is None else functools.partial(model.apply, train=train)
-    return fpc.PCTrainState.create(
+    return create_state(
         apply_fn=apply_fn,
         params=variables["params"],
         tx=tx or optax.sgd(0.1),
@@ -192,7 +193,7 @@ def test_dropout_same_key_same_result_other_key_other_result():
 def test_dropout_dict_of_streams():
     key = jax.random.key(7)
     by_key, _ = _dropout_step(key)
-    by_dict, _ = _dropout_step(fpc.as_rngs(key))
+    by_dict, _ = _dropout_step(inference.as_rngs(key))
     assert_trees_close(by_key.params, by_dict.params, rtol=0, atol=0)
     only_dropout, _ = _dropout_step({"dropout": jax.random.key(9)})
     assert np.all(np.isfinite(only_dropout.params["Dense_0"]["kernel"]))
@@ -306,13 +307,13 @@ def test_scan_stack_equals_unrolled_stack(algorithm):
 
 def test_scan_energy_and_forward_flag():
     params = Scanned().init(jax.random.key(1), X)["params"]
-    initial = fpc.initialize(Scanned().apply, params, X)
+    initial = inference.initialize(Scanned().apply, params, X)
     assert initial.forward
     assert initial.nodes["blocks"]["PCNode_0"]["value"].shape == (DEPTH, 8, WIDTH)
     # A node inside the scan that does not start at its prediction turns the
     # first-step shortcut off (it would be wrong there).
     zeros = Scanned(value_init="zeros")
-    assert not fpc.initialize(zeros.apply, params, X).forward
+    assert not inference.initialize(zeros.apply, params, X).forward
     nodes = fpc.init_nodes(zeros.apply, params, X)
     result = fpc.energy(zeros.apply, params, nodes, X, Y)
     assert result.nodes["blocks"]["PCNode_0"]["energy"][0].shape == (DEPTH, 8)

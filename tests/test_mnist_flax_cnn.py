@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import flax_pc as fpc
-from flax_pc_examples.common import records
-from flax_pc_examples.configs import flax_cnn
-from flax_pc_examples.configs import test as test_config
-from flax_pc_examples.mnist import models, train
+from configs import flax_cnn
+from configs import test as test_config
+from examples.common import records
+from examples.mnist import models, train
 
 
 def _config(**overrides):

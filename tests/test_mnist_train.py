@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from helpers import assert_trees_close, log_lines, read_metrics, snapshot
 
-from flax_pc_examples.common import input_pipeline, loop, records
-from flax_pc_examples.mnist import train
+from examples.common import input_pipeline, loop, records
+from examples.mnist import train
 
 ROOT = pathlib.Path(__file__).parents[1]
 MAIN = "examples/mnist/main.py"
@@ -38,7 +38,7 @@ import os, signal, sys
 sys.argv = ["{main}"] + sys.argv[1:]
 import orbax.checkpoint as ocp
 from absl import app
-from flax_pc_examples.mnist import main
+from examples.mnist import main
 
 save = ocp.CheckpointManager.save
 

@@ -8,6 +8,8 @@ from flax import linen as nn
 from pc_models import MLP
 
 import flax_pc as fpc
+from flax_pc._src import inference
+from flax_pc._src import nodes as nodes_lib
 
 # A NumPy constant: no JAX computation (and compilation) when the tests are collected.
 X = np.random.default_rng(0).standard_normal((5, 4), np.float32)
@@ -46,7 +48,7 @@ def test_forward_initialisation_sets_value_to_prediction():
     boxed = variables[fpc.NODES]
     assert set(boxed) == {"PCNode_0", "PCNode_1"}
     # New values come boxed with how they were made; nn.meta.unbox gives the arrays.
-    assert isinstance(boxed["PCNode_0"]["value"], fpc.NodeValue)
+    assert isinstance(boxed["PCNode_0"]["value"], nodes_lib.NewLatent)
     assert boxed["PCNode_0"]["value"].forward
     nodes = nn.meta.unbox(boxed)
     first = jnp.tanh(X @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
@@ -174,7 +176,7 @@ def test_forward_flag_needs_the_squared_error_energy():
             return nn.Dense(3)(fpc.PCNode(energy=self.energy)(nn.tanh(nn.Dense(4)(x))))
 
     params = Custom().init(jax.random.key(1), X)["params"]
-    assert fpc.initialize(Custom().apply, params, X).forward
+    assert inference.initialize(Custom().apply, params, X).forward
     # Cross-entropy's gradient at v = mu is not zero: no shortcut.
     hidden_ce = Custom(energy=fpc.energies.cross_entropy)
-    assert not fpc.initialize(hidden_ce.apply, params, X).forward
+    assert not inference.initialize(hidden_ce.apply, params, X).forward

@@ -41,4 +41,5 @@ def test_deep_network_example_runs_as_written():
     assert 1 <= steps < 200  # stopped at the tolerance, not at the maximum
     assert namespace["metrics"]["energy"].shape == (2,)
     assert len(namespace["metrics"]["node_energies"]) == 31  # every layer but the output
-    assert float(namespace["fpc"].energy_ratio(namespace["metrics"]["node_energies"])) > 0.1
+    ratio = namespace["fpc"].diagnostics.energy_ratio(namespace["metrics"]["node_energies"])
+    assert float(ratio) > 0.1

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 import reference_pc as ref
-from helpers import assert_trees_close
+from helpers import assert_trees_close, create_state
 from pc_models import MLP
 
 import flax_pc as fpc
@@ -21,7 +21,7 @@ def _state(model=None, **kwargs):
     params = model.init(jax.random.key(2), X)["params"]
     options = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
     options.update(kwargs)
-    return fpc.PCTrainState.create(apply_fn=model.apply, params=params, **options)
+    return create_state(apply_fn=model.apply, params=params, **options)
 
 
 def _assert_weights(params, weights, atol=1e-6):

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from flax_pc_examples.common import records
-from flax_pc_examples.configs import generative_test
-from flax_pc_examples.configs import test as test_config
-from flax_pc_examples.generative import train as generative_train
-from flax_pc_examples.mnist import train
+from configs import generative_test
+from configs import test as test_config
+from examples.common import records
+from examples.generative import train as generative_train
+from examples.mnist import train
 
 ROOT = pathlib.Path(__file__).parents[1]
 MAIN = ROOT / "examples" / "mnist" / "main.py"
@@ -108,7 +108,7 @@ def test_a_killed_run_leaves_no_lock(tmp_path):
     checkpoints = workdir / "checkpoints"
     _wait_for(lambda: checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()))
     first.send_signal(signal.SIGKILL)
-    first.wait(timeout=60)
+    first.communicate(timeout=60)  # reaps it and closes its pipes
     again = _start(workdir, "--config.num_epochs=3")
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]

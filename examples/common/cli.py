@@ -20,7 +20,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from flax_pc_examples.common import config_checks, input_pipeline, loop, records
+from examples.common import config_checks, input_pipeline, loop, records
 
 FLAGS = flags.FLAGS
 

@@ -15,8 +15,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from flax_pc_examples.common import input_pipeline
-from flax_pc_examples.common.config_checks import ConfigError
+from examples.common import input_pipeline
+from examples.common.config_checks import ConfigError
 
 
 def is_primary() -> bool:

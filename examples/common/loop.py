@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 import flax_pc as fpc
-from flax_pc_examples.common import devices, records
+from examples.common import devices, records
 
 #: An epoch: ``run_epoch(state, epoch) -> (state, record)``, the record a
 #: ``metrics.jsonl`` line (``'epoch'`` and floats; lists and dicts of floats).

@@ -335,7 +335,7 @@ def restore_latest(
             if primary:
                 _set_aside(checkpoints, [e for e, _ in unreadable])
             if jax.process_count() > 1:
-                multihost_utils.sync_global_devices("flax_pc_examples: checkpoints set aside")
+                multihost_utils.sync_global_devices("examples: checkpoints set aside")
             checkpoints.reload()
             logging.warning(
                 "Resuming from the checkpoint of epoch %d; the unreadable ones were moved to %s.",

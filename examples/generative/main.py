@@ -3,13 +3,13 @@
     python examples/generative/main.py --config=configs/generative.py \
         --workdir=workdir/generative --config.data_dir=path/to/fashion_mnist
 
-The logic lives in ``train.py``; the flags in ``flax_pc_examples.common.cli``.
+The logic lives in ``train.py``; the flags in ``examples.common.cli``.
 """
 
 from absl import app
 
-from flax_pc_examples.common import cli
-from flax_pc_examples.generative import train
+from examples.common import cli
+from examples.generative import train
 
 main = cli.make_main(train.train_and_evaluate)
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_examples.common.activations import ACTIVATIONS
+from examples.common.activations import ACTIVATIONS
 
 #: Name of the latent node in the :data:`flax_pc.NODES` collection.
 LATENT = "latent"
@@ -35,7 +35,7 @@ class Decoder(nn.Module):
     Attributes:
       hidden_sizes: the width of each hidden layer, from the latent down.
       image_size: the output width (flattened pixels).
-      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
+      activation: a name in ``ACTIVATIONS`` (``examples.common.activations``).
       latent_init: how the latent node starts: ``'zeros'`` (the prior mean,
         for inference) or ``'normal'`` (a draw from the N(0, I) prior, for
         sampling; needs ``rng`` in :func:`flax_pc.init_nodes`).

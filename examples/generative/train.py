@@ -32,10 +32,10 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from flax_pc_examples.common import cli, config_checks, devices, input_pipeline, loop, records
-from flax_pc_examples.common.activations import ACTIVATIONS
-from flax_pc_examples.common.config_checks import ConfigError
-from flax_pc_examples.generative import models, plots
+from examples.common import cli, config_checks, devices, input_pipeline, loop, records
+from examples.common.activations import ACTIVATIONS
+from examples.common.config_checks import ConfigError
+from examples.generative import models, plots
 
 #: Output energies, and how each turns the model's output into an image.
 OUTPUT_ENERGIES = {

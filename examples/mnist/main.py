@@ -2,13 +2,13 @@
 
     python examples/mnist/main.py --config=configs/default.py --workdir=workdir/default
 
-The logic lives in ``train.py``; the flags in ``flax_pc_examples.common.cli``.
+The logic lives in ``train.py``; the flags in ``examples.common.cli``.
 """
 
 from absl import app
 
-from flax_pc_examples.common import cli
-from flax_pc_examples.mnist import train
+from examples.common import cli
+from examples.mnist import train
 
 main = cli.make_main(train.train_and_evaluate)
 

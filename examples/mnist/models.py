@@ -18,7 +18,7 @@ import jax
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_examples.common.activations import ACTIVATIONS
+from examples.common.activations import ACTIVATIONS
 
 #: The fields of :class:`PCNetwork`, which every model has.
 SHARED_FIELDS = (
@@ -36,7 +36,7 @@ class PCNetwork(nn.Module):
 
     Attributes:
       num_classes: the output width (the prediction for the clamped target).
-      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
+      activation: a name in ``ACTIVATIONS`` (``examples.common.activations``).
       node_init: how each node's value starts a batch (``PCNode``'s ``value_init``).
       node_init_stddev: its standard deviation for ``node_init='normal'``.
       node_latent: what inference moves (``PCNode``'s ``latent``): ``'value'``
@@ -123,7 +123,7 @@ class ResidualBlock(nn.Module):
     Attributes:
       features: output channels.
       strides: the first conv's stride (2 halves the resolution).
-      activation: a name in ``ACTIVATIONS`` (``flax_pc_examples.common.activations``).
+      activation: a name in ``ACTIVATIONS`` (``examples.common.activations``).
     """
 
     features: int
@@ -232,14 +232,16 @@ class ResidualMLP(PCNetwork):
         act = ACTIVATIONS[self.activation]
         x = x.reshape((x.shape[0], -1))
         if self.parameterization == "mupc":
-            scale = fpc.mupc_scalings(x.shape[-1], self.width, self.depth)
+            input_scale, hidden_scale, output_scale = fpc.mupc_scalings(
+                x.shape[-1], self.width, self.depth
+            )
             kernel_init = nn.initializers.normal(stddev=1.0)
         else:
-            scale = fpc.MuPCScalings(input=1.0, hidden=1.0, output=1.0)
+            input_scale = hidden_scale = output_scale = 1.0
             kernel_init = nn.initializers.lecun_normal()
         dense = functools.partial(fpc.ScaledDense, kernel_init=kernel_init)
-        x = self.node()(dense(self.width, scale.input)(x))
+        x = self.node()(dense(self.width, input_scale)(x))
         for _ in range(self.depth - 2):
-            x = self.node()(x + dense(self.width, scale.hidden)(act(x)))
+            x = self.node()(x + dense(self.width, hidden_scale)(act(x)))
         x = self.output_dropout(act(x), train)
-        return dense(self.num_classes, scale.output)(x)
+        return dense(self.num_classes, output_scale)(x)

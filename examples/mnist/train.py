@@ -28,10 +28,10 @@ from absl import logging
 from flax import linen as nn
 
 import flax_pc as fpc
-from flax_pc_examples.common import cli, config_checks, devices, input_pipeline, loop, records
-from flax_pc_examples.common.activations import ACTIVATIONS
-from flax_pc_examples.common.config_checks import ConfigError, is_int, is_number
-from flax_pc_examples.mnist import models, plots
+from examples.common import cli, config_checks, devices, input_pipeline, loop, records
+from examples.common.activations import ACTIVATIONS
+from examples.common.config_checks import ConfigError, is_int, is_number
+from examples.mnist import models, plots
 
 MODELS = ("mlp", "cnn", "resnet", "residual_mlp", "flax_cnn")
 PARAMETERIZATIONS = ("standard", "mupc")
@@ -75,7 +75,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checker.check("depth", is_int(config.depth) and config.depth >= 2, "an int >= 2")
     checker.positive_int("width")
     checker.one_of("parameterization", PARAMETERIZATIONS)
-    checker.one_of("node_latent", fpc.LATENTS)
+    checker.one_of("node_latent", ("value", "error"))
     if config.model != "residual_mlp" and config.parameterization != "standard":
         raise ConfigError(
             f"config.parameterization = {config.parameterization!r} applies to model "
@@ -87,7 +87,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "None or the workdir of a run of the same model",
     )
     checker.one_of("activation", ACTIVATIONS)
-    checker.one_of("algorithm", fpc.ALGORITHMS)
+    checker.one_of("algorithm", ("pc", "ipc", "bp"))
     checker.one_of("output_energy", OUTPUT_ENERGIES)
     checker.positive_int("inference_steps")
     tolerance = config.inference_tolerance
@@ -238,17 +238,20 @@ def create_train_state(
         if name not in ("params", fpc.NODES, fpc.ENERGIES)
     }
     momentum = config.node_momentum or None
+    inference = {
+        "node_tx": optax.sgd(config.node_learning_rate, momentum=momentum),
+        "tolerance": config.inference_tolerance,
+        "inference_steps": config.inference_steps,
+        "nudging": config.nudging,
+    }
     return fpc.PCTrainState.create(
         apply_fn=training_apply(model, config),
         params=variables["params"],
         model_state=model_state,
         tx=create_optimizer(config, steps_per_epoch),
-        node_tx=optax.sgd(config.node_learning_rate, momentum=momentum),
-        tolerance=config.inference_tolerance,
-        inference_steps=config.inference_steps,
         output_energy=OUTPUT_ENERGIES[config.output_energy],
         algorithm=config.algorithm,
-        nudging=config.nudging,
+        **(inference if config.algorithm != "bp" else {}),  # backprop has no inference
     )
 
 

@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import optax
 
 from flax_pc import energies as _energies
-from flax_pc import inference
-from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src import inference
+from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
-__all__ = ["Equilibrium", "GradientFlow", "infer_to_equilibrium", "rms"]
+__all__ = ["Equilibrium", "GradientFlow", "infer_to_equilibrium"]
 
 
 def _import_diffrax() -> Any:

@@ -13,8 +13,10 @@ from flax import struct
 from flax.training import train_state
 
 from flax_pc import energies as _energies
-from flax_pc import equilibrium, inference
-from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src import equilibrium, inference
+from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+
+__all__ = ["PCTrainState"]
 
 Algorithm = Literal["pc", "ipc", "bp"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -56,8 +58,8 @@ class PCTrainState(train_state.TrainState):
     step would make the energy it descends change under it).
 
     Attributes:
-      node_tx: optax transform applied to the value nodes.
-      inference_steps: ``T``, node steps per batch.
+      node_tx: optax transform applied to the value nodes (``None`` for ``'bp'``).
+      inference_steps: ``T``, node steps per batch (0 for ``'bp'``).
       output_energy: ``energy(targets, output) -> [B]`` clamping the output.
       algorithm: ``'pc'`` (above), ``'ipc'`` (incremental PC: at each of the
         ``T`` steps, both gradients at the same point and both applied) or
@@ -75,7 +77,7 @@ class PCTrainState(train_state.TrainState):
       model_state: the model's non-param collections (see above); ``{}`` for
         a model without any.
       unroll: ``lax.scan``'s ``unroll`` for the inference loop (see
-        :func:`flax_pc.infer`).
+        :func:`flax_pc.infer`); ``None`` lets flax_pc choose.
       tolerance: ``None`` (run ``inference_steps`` steps), or inference to
         equilibrium (:func:`flax_pc.infer_to_equilibrium`): stop once
         ``rms(dF/dv) <= tolerance``, after ``inference_steps`` steps at most.
@@ -85,7 +87,7 @@ class PCTrainState(train_state.TrainState):
         ``metrics['inference_steps']`` the steps taken; ``'pc'`` only.
     """
 
-    node_tx: optax.GradientTransformation | equilibrium.GradientFlow = struct.field(
+    node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = struct.field(
         pytree_node=False
     )
     inference_steps: int = struct.field(pytree_node=False)
@@ -93,7 +95,7 @@ class PCTrainState(train_state.TrainState):
     algorithm: Algorithm = struct.field(pytree_node=False)
     nudging: float | None = struct.field(pytree_node=False, default=None)
     model_state: PyTree = struct.field(default_factory=dict)
-    unroll: int | bool = struct.field(pytree_node=False, default=inference.DEFAULT_UNROLL)
+    unroll: int | bool | None = struct.field(pytree_node=False, default=None)
     tolerance: float | None = struct.field(pytree_node=False, default=None)
 
     @classmethod
@@ -103,13 +105,13 @@ class PCTrainState(train_state.TrainState):
         apply_fn: ApplyFn,
         params: PyTree,
         tx: optax.GradientTransformation,
-        node_tx: optax.GradientTransformation | equilibrium.GradientFlow,
-        inference_steps: int,
+        node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = None,
+        inference_steps: int | None = None,
         output_energy: EnergyFn = _energies.squared_error,
         algorithm: Algorithm = "pc",
         nudging: float | None = None,
         model_state: Mapping[str, PyTree] | None = None,
-        unroll: int | bool = inference.DEFAULT_UNROLL,
+        unroll: int | bool | None = None,
         tolerance: float | None = None,
         **kwargs: Any,
     ) -> PCTrainState:
@@ -122,26 +124,57 @@ class PCTrainState(train_state.TrainState):
           params: the model's params (``variables['params']``).
           tx: optax transform for the params, e.g. ``optax.adam(1e-3)``.
           node_tx: optax transform for the nodes, e.g. ``optax.sgd(0.01)``, or
-            a :class:`~flax_pc.GradientFlow` (inference as an ODE).
+            a :class:`~flax_pc.GradientFlow` (inference as an ODE); required
+            for ``'pc'`` and ``'ipc'``, not given for ``'bp'``.
           inference_steps: ``T >= 0``; with a tolerance or a
-            :class:`~flax_pc.GradientFlow`, the most steps (>= 1).
+            :class:`~flax_pc.GradientFlow`, the most steps (>= 1); required
+            for ``'pc'`` and ``'ipc'``, not given for ``'bp'``.
           output_energy: energy of the output layer against the targets.
           algorithm: ``'pc'``, ``'ipc'`` or ``'bp'``.
           nudging: ``beta`` for output nudging (see the class doc), or ``None``.
           model_state: the model's other collections, e.g.
             ``{'batch_stats': variables['batch_stats']}`` (see the class doc).
-          unroll: unrolling of the inference loop (see :func:`flax_pc.infer`).
+          unroll: unrolling of the inference loop (see :func:`flax_pc.infer`);
+            ``None`` lets flax_pc choose. Inference to a tolerance runs in a
+            ``lax.while_loop``, which cannot be unrolled: give no ``unroll`` then.
           tolerance: ``None`` or a number > 0: inference to equilibrium (see
             the class doc).
         """
         inference.check_transform(tx, "tx")
-        if not isinstance(node_tx, equilibrium.GradientFlow):
-            inference.check_transform(node_tx, "node_tx")
-        inference.check_steps(inference_steps)
-        inference.check_unroll(unroll)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+        if algorithm == "bp":
+            given = {
+                "node_tx": node_tx, "inference_steps": inference_steps, "unroll": unroll,
+                "tolerance": tolerance, "nudging": nudging,
+            }  # fmt: skip
+            extra = [name for name, value in given.items() if value is not None]
+            if extra:
+                raise ValueError(
+                    f"algorithm='bp' is backprop on the feed-forward pass: it has no inference, "
+                    f"so it takes no {', '.join(extra)}. Leave them out (None)."
+                )
+            node_tx, inference_steps = None, 0
+        else:
+            if node_tx is None or inference_steps is None:
+                raise ValueError(
+                    f"algorithm={algorithm!r} runs inference on the nodes: give node_tx (e.g. "
+                    "optax.sgd(0.01)) and inference_steps (T, e.g. 8)."
+                )
+            if not isinstance(node_tx, equilibrium.GradientFlow):
+                inference.check_transform(node_tx, "node_tx")
+            inference.check_steps(inference_steps)
+        if unroll is not None:
+            inference.check_unroll(unroll)
         to_equilibrium = tolerance is not None or isinstance(node_tx, equilibrium.GradientFlow)
         if tolerance is not None:
             tolerance = equilibrium.check_tolerance(tolerance)
+        if to_equilibrium and unroll is not None:
+            raise ValueError(
+                "unroll applies to a fixed number of inference steps; inference to equilibrium "
+                "(a tolerance, or a GradientFlow) runs a loop that cannot be unrolled. Leave "
+                "unroll out (None)."
+            )
         if to_equilibrium and algorithm == "ipc":
             raise ValueError(
                 "algorithm='ipc' takes a weight step at every inference step, so it has no "
@@ -157,8 +190,6 @@ class PCTrainState(train_state.TrainState):
                 "output_energy must be callable as energy(targets, output) -> [B], got "
                 f"{type(output_energy).__name__}."
             )
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
         if algorithm == "ipc" and inference_steps == 0:
             raise ValueError(
                 "algorithm='ipc' takes one weight step per inference step; with "
@@ -169,8 +200,6 @@ class PCTrainState(train_state.TrainState):
                 raise TypeError(f"nudging must be a float beta or None, got {nudging!r}.")
             if nudging == 0:
                 raise ValueError("nudging=0 gives no learning signal; use beta != 0 or None.")
-            if algorithm == "bp":
-                raise ValueError("nudging applies to algorithm 'pc' or 'ipc', not 'bp'.")
         state = super().create(
             apply_fn=apply_fn,
             params=params,
@@ -229,7 +258,7 @@ def _to_equilibrium(state: PCTrainState) -> bool:
 
 def _optax_node_tx(state: PCTrainState) -> optax.GradientTransformation:
     """``state.node_tx`` where it must be an optax transform (``create`` checked it)."""
-    assert not isinstance(state.node_tx, equilibrium.GradientFlow)
+    assert state.node_tx is not None and not isinstance(state.node_tx, equilibrium.GradientFlow)
     return state.node_tx
 
 
@@ -304,6 +333,7 @@ def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
     if not nodes:  # nothing to infer: skip the steps, keep the shapes
         before, steps = jnp.zeros((0,)), 0
     elif _to_equilibrium(state):
+        assert state.node_tx is not None  # create requires it for 'pc'
         result = equilibrium.infer_to_equilibrium(
             state.apply_fn, state.params, nodes, inputs, clamp, node_tx=state.node_tx,
             tolerance=state.tolerance, max_steps=steps, output_energy=state.output_energy,
@@ -311,7 +341,7 @@ def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
         )  # fmt: skip
         nodes, before, steps = result.nodes, result.initial_energy[None], result.steps
     else:
-        nodes, trajectory = inference.infer(
+        nodes, trajectory = inference.run_inference(
             state.apply_fn, state.params, nodes, inputs, clamp, node_tx=_optax_node_tx(state),
             inference_steps=steps, output_energy=state.output_energy,
             model_state=state.model_state, rng=rngs, unroll=state.unroll,
@@ -363,7 +393,11 @@ def _ipc_step(state: PCTrainState, nodes, total, grad_scale: float, loss: Array,
     node_tx = _optax_node_tx(state)
     init = (state, nodes, node_tx.init(nodes))
     (state, nodes, _), trajectory = jax.lax.scan(
-        step, init, None, length=state.inference_steps, unroll=state.unroll
+        step,
+        init,
+        None,
+        length=state.inference_steps,
+        unroll=inference.resolve_unroll(state.unroll, state.inference_steps),
     )
     _, final = total(state.params, nodes)
     return state, _metrics(trajectory.total, final, loss, batch_size, state.inference_steps)

@@ -18,9 +18,9 @@ records, ``energy(v, mu)`` per example, is sown into :data:`~flax_pc.ENERGIES`
                                                             ``energy(value, prediction)``
 ==========================================================  ==================================
 
-New values come boxed in :class:`NodeValue` (a flax ``AxisMetadata``, like
-``nn.Partitioned``: ``apply`` reads through it, ``nn.meta.unbox`` removes it);
-:func:`flax_pc.init_nodes` returns them unboxed.
+New values come boxed in a flax ``AxisMetadata`` (like ``nn.Partitioned``:
+``apply`` reads through it, ``nn.meta.unbox`` removes it) that records how they
+were made; :func:`flax_pc.init_nodes` returns them unboxed.
 
 In a call that records no energies, a node without a stored value while
 others have one (e.g. only the top latent of a decoder is given) passes its
@@ -43,14 +43,17 @@ from flax import struct
 from flax.core import meta
 
 from flax_pc import energies as _energies
-from flax_pc.types import Array, EnergyFn
+from flax_pc._src.types import Array, EnergyFn
 
 #: Collection holding the value nodes (``'value'`` in each ``PCNode``).
 NODES = "pc_nodes"
 #: Collection into which each ``PCNode`` sows its per-example energy ``[B]``.
 ENERGIES = "pc_energies"
-#: Name of the RNG stream used by ``PCNode(value_init='normal')``.
-NODE_RNG = "pc_nodes"
+#: The RNG stream of the nodes' own randomness: ``PCNode(value_init='normal')``
+#: draws its initial values from it. A bare key passed as ``rng`` feeds it.
+NODE_RNG = "pc_noise"
+
+__all__ = ["ENERGIES", "NODES", "NODE_RNG", "PCNode"]
 
 ValueInit = Literal["forward", "zeros", "normal"]
 VALUE_INITS: tuple[str, ...] = get_args(ValueInit)
@@ -58,7 +61,7 @@ Latent = Literal["value", "error"]
 LATENTS: tuple[str, ...] = get_args(Latent)
 
 
-class NodeValue(struct.PyTreeNode, meta.AxisMetadata[Array]):
+class NewLatent(struct.PyTreeNode, meta.AxisMetadata[Array]):
     """A new node latent (value or error), boxed with how it was made.
 
     ``PCNode`` returns its new values in this box from a call with
@@ -81,13 +84,13 @@ class NodeValue(struct.PyTreeNode, meta.AxisMetadata[Array]):
     def unbox(self) -> Array:
         return self.value
 
-    def replace_boxed(self, val: Any) -> NodeValue:
+    def replace_boxed(self, val: Any) -> NewLatent:
         return self.replace(value=val)
 
-    def add_axis(self, index: int, params: dict) -> NodeValue:
+    def add_axis(self, index: int, params: dict) -> NewLatent:
         return self
 
-    def remove_axis(self, index: int, params: dict) -> NodeValue:
+    def remove_axis(self, index: int, params: dict) -> NewLatent:
         return self
 
 
@@ -111,7 +114,7 @@ class PCNode(nn.Module):
         :data:`NODES` collection is mutable and holds no value yet:
         ``'forward'`` (``v = mu``, default), ``'zeros'`` (``v = 0``) or
         ``'normal'`` (``v ~ N(0, value_init_stddev^2)``, drawn from the RNG
-        stream :data:`NODE_RNG`, so pass ``rngs={'pc_nodes': key}``).
+        stream :data:`NODE_RNG`, so pass ``rng=key`` or ``rngs={fpc.NODE_RNG: key}``).
       value_init_stddev: standard deviation for ``value_init='normal'``.
       latent: what inference moves. ``'value'`` (standard PC): the node stores
         its value ``v`` in :data:`NODES` as ``'value'``. ``'error'`` (ePC,
@@ -211,7 +214,7 @@ class PCNode(nn.Module):
     def _value(self, latent: Array, prediction: Array) -> Array:
         return latent if self.latent == "value" else prediction + latent
 
-    def _initial_latent(self, prediction: Array) -> Array | NodeValue:
+    def _initial_latent(self, prediction: Array) -> Array | NewLatent:
         if self.latent == "error" and self.value_init == "forward":
             latent = jnp.zeros_like(prediction)
         else:
@@ -220,7 +223,7 @@ class PCNode(nn.Module):
         if self.is_initializing():  # model.init: plain arrays, as for any variable.
             return latent
         forward = self.value_init == "forward" and self.energy is _energies.squared_error
-        return NodeValue(latent, forward=forward)
+        return NewLatent(latent, forward=forward)
 
     def _draw_value(self, prediction: Array) -> Array:
         if self.value_init == "forward":

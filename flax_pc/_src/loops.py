@@ -8,9 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flax_pc.inference import RNG_STREAMS, as_rngs
-from flax_pc.train_state import PCTrainState
-from flax_pc.types import Array
+from flax_pc._src.inference import RNG_STREAMS, as_rngs
+from flax_pc._src.train_state import PCTrainState
+from flax_pc._src.types import Array
 
 __all__ = ["epoch_batches", "train_epoch"]
 

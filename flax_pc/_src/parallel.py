@@ -25,7 +25,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from flax_pc.types import PyTree
+from flax_pc._src.types import PyTree
 
 __all__ = ["DataParallel"]
 

@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from flax import linen as nn
 
-from flax_pc.types import Array
+from flax_pc._src.types import Array
 
-__all__ = ["MuPCScalings", "ScaledDense", "mupc_scalings"]
+__all__ = ["ScaledDense", "mupc_scalings"]
 
 
 class MuPCScalings(NamedTuple):

@@ -30,8 +30,8 @@ from typing import Any
 
 from flax import linen as nn
 
-from flax_pc.nodes import PCNode
-from flax_pc.types import ApplyFn
+from flax_pc._src.nodes import PCNode
+from flax_pc._src.types import ApplyFn
 
 __all__ = ["with_nodes"]
 

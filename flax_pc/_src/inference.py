@@ -32,32 +32,27 @@ from flax import traverse_util
 from flax.core import meta
 
 from flax_pc import energies as _energies
-from flax_pc.nodes import ENERGIES, NODE_RNG, NODES, NodeValue
-from flax_pc.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, NewLatent
+from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
-__all__ = [
-    "Energy",
-    "InitialNodes",
-    "RNG_STREAMS",
-    "DEFAULT_UNROLL",
-    "as_rngs",
-    "apply_model",
-    "initialize",
-    "init_nodes",
-    "energy",
-    "infer",
-    "node_energies",
-]
+__all__ = ["Energy", "energy", "infer", "init_nodes", "node_energies"]
 
 #: The RNG streams that a bare key feeds (each gets a key derived from it):
 #: node initialisation (``PCNode(value_init='normal')``) and ``nn.Dropout``.
 RNG_STREAMS: tuple[str, ...] = (NODE_RNG, "dropout")
-#: Default ``unroll`` of the inference loop: fully unrolled. XLA:CPU computes
-#: convolution gradients inside a loop several times slower than outside it
-#: (jax-ml/jax#12868), and unrolling the few steps of a typical ``T`` costs
-#: nothing at run time on CPU or GPU (see benchmarks/README.md); for a large
-#: ``T``, an int (steps per loop iteration) bounds the compile time.
-DEFAULT_UNROLL: int | bool = True
+
+
+def resolve_unroll(unroll: int | bool | None, inference_steps: int) -> int | bool:
+    """The ``unroll`` of the inference loop's ``lax.scan``; ``None`` lets flax_pc choose.
+
+    ``None`` unrolls every step: XLA:CPU computes convolution gradients inside
+    a loop several times slower than outside it (jax-ml/jax#12868), and
+    unrolling the few steps of a typical ``T`` costs nothing at run time on
+    CPU or GPU (see benchmarks/README.md).
+    """
+    if unroll is None:
+        return True
+    return check_unroll(unroll)
 
 
 class Energy(NamedTuple):
@@ -88,7 +83,8 @@ class InitialNodes(NamedTuple):
       nodes: the :data:`~flax_pc.NODES` collection.
       forward: ``True`` when every node was forward initialised (holds its
         prediction), so every hidden error starts at zero; pass it to
-        :func:`infer` as ``forward_initialized``.
+        the internal ``run_inference``, which then skips the first step's
+        forward pass.
     """
 
     nodes: PyTree
@@ -108,9 +104,8 @@ def as_rngs(rng: RNG | None, streams: Sequence[str] = RNG_STREAMS) -> dict[str, 
 
     Example:
       >>> import jax
-      >>> import flax_pc as fpc
-      >>> sorted(fpc.as_rngs(jax.random.key(0)))
-      ['dropout', 'pc_nodes']
+      >>> sorted(as_rngs(jax.random.key(0)))
+      ['dropout', 'pc_noise']
     """
     if rng is None:
         return None
@@ -222,8 +217,8 @@ def initialize(
         rngs=as_rngs(rng), mutable=[NODES],
     )  # fmt: skip
     boxed = collections.get(NODES, {})
-    leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda leaf: isinstance(leaf, NodeValue))
-    forward = bool(leaves) and all(isinstance(v, NodeValue) and v.forward for v in leaves)
+    leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda leaf: isinstance(leaf, NewLatent))
+    forward = bool(leaves) and all(isinstance(v, NewLatent) and v.forward for v in leaves)
     return InitialNodes(meta.unbox(boxed), forward)
 
 
@@ -433,8 +428,8 @@ def check_unroll(unroll: Any) -> int | bool:
     if isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1):
         return unroll
     raise ValueError(
-        f"unroll must be True (unroll every inference step), False or an int >= 1 (steps "
-        f"per loop iteration), got {unroll!r}."
+        f"unroll must be None (flax_pc chooses), True (unroll every inference step), False "
+        f"or an int >= 1 (steps per loop iteration), got {unroll!r}."
     )
 
 
@@ -450,8 +445,7 @@ def infer(
     output_energy: EnergyFn = _energies.squared_error,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
-    unroll: int | bool = DEFAULT_UNROLL,
-    forward_initialized: bool = False,
+    unroll: int | bool | None = None,
 ) -> tuple[PyTree, Energy]:
     """Runs ``inference_steps`` steps of ``node_tx`` on the nodes.
 
@@ -468,14 +462,8 @@ def infer(
       inference_steps: ``T >= 0``, a Python int.
       rng: a key or ``{stream: key}``; the same keys at every step, so a
         dropout layer keeps one mask and inference descends one energy.
-      unroll: ``lax.scan``'s ``unroll``: ``True`` (default, see
-        :data:`DEFAULT_UNROLL`), ``False``, or steps per loop iteration.
-      forward_initialized: ``True`` if every node holds its prediction
-        (``InitialNodes.forward`` from :func:`initialize`). Every hidden error
-        is then zero, so ``dF/dv`` at the first step is that of the output
-        energy alone, which reaches only the last hidden node: the first
-        step costs one backward pass through the output layer instead of a
-        forward and a backward pass through the whole network.
+      unroll: ``lax.scan``'s ``unroll``: ``None`` (default: flax_pc chooses),
+        ``True`` (every step), ``False``, or steps per loop iteration.
 
     Returns:
       ``(nodes, energies)``: the nodes after ``T`` steps, and the
@@ -498,9 +486,40 @@ def infer(
       >>> bool(energies.total[-1] < energies.total[0])
       True
     """
+    return run_inference(
+        apply_fn, params, nodes, inputs, targets, node_tx=node_tx,
+        inference_steps=inference_steps, output_energy=output_energy,
+        model_state=model_state, rng=rng, unroll=unroll, forward_initialized=False,
+    )  # fmt: skip
+
+
+def run_inference(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    nodes: PyTree,
+    inputs: Array,
+    targets: Array,
+    *,
+    node_tx: optax.GradientTransformation,
+    inference_steps: int,
+    output_energy: EnergyFn,
+    model_state: Mapping[str, PyTree] | None,
+    rng: RNG | None,
+    unroll: int | bool | None,
+    forward_initialized: bool,
+) -> tuple[PyTree, Energy]:
+    """:func:`infer`, with the first-step shortcut of a forward initialisation.
+
+    ``forward_initialized`` is ``InitialNodes.forward`` of the :func:`initialize`
+    call that made ``nodes``, never a caller's claim: every hidden error is
+    then zero, so ``dF/dv`` at the first step is that of the output energy
+    alone, which reaches only the last hidden node, and the first step costs
+    one backward pass through the output layer instead of a forward and a
+    backward pass through the whole network.
+    """
     inference_steps = check_steps(inference_steps)
     check_transform(node_tx, "node_tx")
-    unroll = check_unroll(unroll)
+    unroll = resolve_unroll(unroll, inference_steps)
     model_state = check_model_state(model_state)
     rngs = as_rngs(rng)
     total = energy_of_nodes(

@@ -1,0 +1,1 @@
+"""The implementation of flax_pc. Not API: import the public names from ``flax_pc``."""
