@@ -129,6 +129,21 @@ def _ordered(node_energies):
     return [node_energies[k] for k in fpc.diagnostics.layer_energies(node_energies)]
 
 
+def _side_by_side(state, model, optimizer, options, steps=3):
+    """``steps`` linen and NNX steps on ``(X, Y)``, their energies equal at each.
+
+    Returns the linen state and both last metrics.
+    """
+    linen_step = jax.jit(lambda s: s.train_step(X, Y))
+    nnx_step, traces = _nnx_step(**options)
+    for _ in range(steps):
+        state, expected = linen_step(state)
+        metrics = nnx_step(model, optimizer, X, Y)
+        np.testing.assert_allclose(metrics["energy"], expected["energy"], rtol=RTOL)
+    assert len(traces) == 1
+    return state, expected, metrics
+
+
 PC = dict(node_tx=optax.sgd(0.1), inference_steps=3)
 ALGORITHMS = {
     "pc": dict(PC),
@@ -220,11 +235,7 @@ def test_epc_train_step_equals_linen():
         apply_fn=linen.apply, params=variables["params"], tx=optax.sgd(0.1), **PC
     )
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-    step, _ = _nnx_step(**PC)
-    for _ in range(3):
-        state, expected = jax.jit(lambda s: s.train_step(X, Y))(state)
-        metrics = step(model, optimizer, X, Y)
-        np.testing.assert_allclose(metrics["energy"], expected["energy"], rtol=RTOL)
+    state, _, _ = _side_by_side(state, model, optimizer, PC)
     assert_trees_close(_as_linen(model)[0], state.params, rtol=RTOL, atol=1e-7)
 
 
@@ -401,16 +412,12 @@ def test_mupc_residual_network_with_epc_trains_as_in_linen():
         apply_fn=linen.apply, params=params, tx=optax.adam(1e-2), **options
     )
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-    step, _ = _nnx_step(**options)
-    for _ in range(3):
-        state, expected = jax.jit(lambda s: s.train_step(X, Y))(state)
-        metrics = step(model, optimizer, X, Y)
-        np.testing.assert_allclose(metrics["energy"], expected["energy"], rtol=RTOL)
-        np.testing.assert_allclose(
-            fpc.diagnostics.energy_ratio(metrics["node_energies"]),
-            fpc.diagnostics.energy_ratio(expected["node_energies"]),
-            rtol=RTOL,
-        )
+    state, expected, metrics = _side_by_side(state, model, optimizer, options)
+    np.testing.assert_allclose(
+        fpc.diagnostics.energy_ratio(metrics["node_energies"]),
+        fpc.diagnostics.energy_ratio(expected["node_energies"]),
+        rtol=RTOL,
+    )
     np.testing.assert_allclose(
         model.out.kernel[...], state.params["ScaledDense_3"]["kernel"], rtol=RTOL, atol=1e-7
     )
@@ -433,12 +440,8 @@ def test_a_linen_model_wrapped_by_to_nnx_trains_as_in_linen():
         model_state={"batch_stats": variables["batch_stats"]}, **PC,
     )  # fmt: skip
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-    step, traces = _nnx_step(**PC)
-    for _ in range(3):
-        state, expected = jax.jit(lambda s: s.train_step(X, Y))(state)
-        metrics = step(model, optimizer, X, Y)
-        np.testing.assert_allclose(metrics["energy"], expected["energy"], rtol=RTOL)
-        assert set(metrics["node_energies"]) == {"PCNode_0", "PCNode_1"}
+    state, _, metrics = _side_by_side(state, model, optimizer, PC)
+    assert set(metrics["node_energies"]) == {"PCNode_0", "PCNode_1"}
     assert_trees_close(
         nnx.to_pure_dict(nnx.state(model, nnx.Param)), state.params, rtol=RTOL, atol=1e-7
     )
@@ -448,7 +451,6 @@ def test_a_linen_model_wrapped_by_to_nnx_trains_as_in_linen():
         rtol=RTOL,
         atol=1e-7,
     )
-    assert len(traces) == 1
     with pytest.raises(TypeError, match="ToNNX"):
         fpc.nnx.init_nodes(model, X)
 
