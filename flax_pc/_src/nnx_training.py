@@ -41,7 +41,7 @@ def _require_nodes(bound: Bound, function: str) -> None:
         )
 
 
-def node_key(rngs: Rngs | None, function: str) -> Array | None:
+def _node_key(rngs: Rngs | None, function: str) -> Array | None:
     """One key of the stream :data:`~flax_pc.NODE_RNG` from ``rngs`` (drawn: it advances)."""
     if rngs is None:
         return None
@@ -198,7 +198,7 @@ def train_step(
         tolerance=tolerance,
     )
     state = state.replace(opt_state=nnx.as_pure(optimizer.opt_state), step=optimizer.step[...])
-    rngs_of_step = _call_rngs(bound, node_key(rngs, "train_step"), advance=True)
+    rngs_of_step = _call_rngs(bound, _node_key(rngs, "train_step"), advance=True)
     state, metrics = state.train_step(inputs, targets, rngs_of_step)
     bound.write(state.params, state.model_state)
     nnx.update(optimizer.opt_state, nnx.state(state.opt_state))
@@ -226,7 +226,7 @@ def init_nodes(model: nnx.Module, inputs: Array, *, rngs: Rngs | None = None) ->
     _require_nodes(bound, "init_nodes")
     nodes = inference.init_nodes(
         bound.apply, bound.params, inputs, model_state=bound.model_state,
-        rng=_call_rngs(bound, node_key(rngs, "init_nodes"), advance=False),
+        rng=_call_rngs(bound, _node_key(rngs, "init_nodes"), advance=False),
     )  # fmt: skip
     nnx.update(model, nodes)
     return nnx.state(model, NodeValue)
