@@ -4,12 +4,12 @@ Put :class:`PCNode` after the layers of a linen model (or let
 :func:`with_nodes` place them), train it with :class:`PCTrainState`; or build
 your own loop from :func:`init_nodes`, :func:`energy` and :func:`infer`.
 
-Everything public is here and in the submodules :mod:`flax_pc.energies` and
-:mod:`flax_pc.diagnostics`; ``flax_pc._src`` holds the implementation and is
-not API.
+Everything public is here and in the submodules :mod:`flax_pc.energies`,
+:mod:`flax_pc.diagnostics` and :mod:`flax_pc.nnx` (Flax NNX models);
+``flax_pc._src`` holds the implementation and is not API.
 """
 
-from flax_pc import diagnostics, energies
+from flax_pc import diagnostics, energies, nnx
 from flax_pc._src.auto_nodes import with_nodes
 from flax_pc._src.equilibrium import Equilibrium, GradientFlow, infer_to_equilibrium
 from flax_pc._src.inference import Energy, energy, infer, init_nodes, node_energies
@@ -40,6 +40,7 @@ __all__ = [
     "infer_to_equilibrium",
     "init_nodes",
     "mupc_scalings",
+    "nnx",
     "node_energies",
     "train_epoch",
     "with_nodes",

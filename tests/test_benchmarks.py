@@ -211,3 +211,22 @@ def test_depth_table_script_runs_end_to_end(tmp_path):
             assert np.isfinite(row["energy_ratio_first_last"])
     assert json.loads((tmp_path / "deep_pc.json").read_text()) == rows
     assert (tmp_path / "deep_pc.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_nnx_step_script_trains_every_variant_to_the_linen_weights(tmp_path):
+    import json
+
+    from benchmarks import nnx_step
+
+    result = nnx_step.main(
+        ["--data_dir", str(tmp_path / "no_data"), "--batch_size", "32", "--rounds", "2",
+         "--steps", "3", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert result["data"] == "synthetic"
+    assert set(result["variants"]) == set(nnx_step.VARIANTS)
+    for row in result["variants"].values():
+        assert row["ms_per_step"] > 0 and row["ratio_to_linen"] > 0
+        # The same maths on the same batches: float32 rounding at most.
+        assert row["max_weight_difference"] <= 1e-6
+    assert json.loads((tmp_path / "nnx_step.json").read_text()) == result
