@@ -279,3 +279,32 @@ def test_bad_input_is_one_line_and_changes_nothing(case, generative_config, requ
     if finished:
         assert snapshot(finished) == before
     assert not (tmp_path / "new").exists()
+
+
+#: A valid value, other than configs/generative_test.py's, for every field of the model.
+OTHER_VALUES = {
+    "dataset": "mnist",
+    "latent_size": 4,
+    "hidden_sizes": (16,),
+    "activation": "relu",
+    "output_energy": "squared_error",
+}
+MODEL_FIELDS = train.model_fields(load_config("generative_test"))
+
+
+def test_the_model_fields_are_what_create_model_reads():
+    assert MODEL_FIELDS == ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", MODEL_FIELDS)
+def test_a_resume_that_changes_a_model_field_is_refused(field, finished, generative_config):
+    assert field in OTHER_VALUES, f"add a value for the new model field {field!r} above"
+    workdir = finished[0]
+    before = snapshot(workdir)
+    saved = generative_config()[field]
+    with pytest.raises(workdir_lib.WorkdirError) as raised:
+        train.train_and_evaluate(generative_config(**{field: OTHER_VALUES[field]}), str(workdir))
+    other = OTHER_VALUES[field]
+    assert f"holds a run with {field} = {saved!r}, this config has {other!r};" in str(raised.value)
+    assert snapshot(workdir) == before

@@ -23,9 +23,9 @@ epoch), TensorBoard summaries, ``checkpoints/<epoch>/`` (orbax, the last
   ``config.json`` in one of ``model_fields`` stops before anything is written,
   naming the field and both values (``config.init_checkpoint`` starts a new
   run from another run's weights instead, :func:`load_init_checkpoint`).
-- A checkpoint that cannot be read is skipped for the newest one that can (the
-  unreadable ones are moved to ``unreadable_checkpoints/``); one of another
-  shape stops the run, naming the array.
+- A checkpoint that cannot be read is skipped: the run resumes from the newest
+  one that can (the unreadable ones are moved to ``unreadable_checkpoints/``);
+  one of other arrays (another model) stops the run, naming the array.
 - ``metrics.jsonl`` and the TensorBoard summaries are cut back to the restored
   epoch, so that a resumed run shows each epoch once.
 - SIGTERM and Ctrl-C end the run cleanly after the checkpoint being written
@@ -149,16 +149,17 @@ def config_errors() -> Iterator[None]:
 
 
 class _Reads:
-    """A read-only view of a config that records the fields read through it."""
+    """A view of a config that records the fields read through it (``c.x`` or ``c['x']``)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self._config = config
         self.fields: dict[str, None] = {}  # in the order first read
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._config, name)
+        if name not in self._config:
+            raise AttributeError(f"fields_read: the config has no field {name!r}.")
         self.fields[name] = None
-        return value
+        return self._config[name]
 
     __getitem__ = __getattr__
 

@@ -190,10 +190,9 @@ def log_line(r: dict[str, Any]) -> str:
 
 
 def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
-    """Trains ``config``'s model for ``config.num_epochs``, evaluating after each epoch.
+    """Trains ``config``'s model to ``config.num_epochs``, resuming ``workdir``'s run if any.
 
-    Resumes from the newest readable checkpoint in ``workdir``. Bad input (a
-    config field, the data, the workdir) raises one of
+    Bad input (a config field, the data, the workdir) raises one of
     ``examples.common.cli.USER_ERRORS`` before anything in ``workdir`` changes.
     """
     validate_config(config)
@@ -222,8 +221,7 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
         # Each process puts its share of the training set on its devices.
         one_hot = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
         train_set = (splits.train_images[:num_train], one_hot[:num_train])
-        train_set = input_pipeline.process_share(train_set)
-        train_images, train_targets = parallel.shard(train_set)
+        train_images, train_targets = parallel.shard(input_pipeline.process_share(train_set))
         test_set = parallel.replicate((splits.test_images, splits.test_labels))
         train_epoch = loops.make_train_epoch(loop, config.batch_size, parallel.batch_sharding)
         predict = functools.partial(create_model(config).apply, train=False)
