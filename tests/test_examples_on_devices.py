@@ -49,6 +49,16 @@ def _finish(process, timeout=300):
     return process.returncode, err
 
 
+def _wait_for_a_checkpoint(workdir, process):
+    """Waits until ``process`` has saved a checkpoint in ``workdir``; returns the folder."""
+    checkpoints = workdir / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, "no checkpoint"
+        time.sleep(0.1)
+    return checkpoints
+
+
 def _accuracies(workdir):
     lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["test_accuracy"] for line in lines]
@@ -81,11 +91,7 @@ def test_a_killed_process_ends_the_run_and_a_rerun_resumes(tmp_path):
         "--heartbeat_timeout=10",
     )
     first, second = _processes(workdir, *long)
-    checkpoints = workdir / "checkpoints"
-    deadline = time.monotonic() + 240
-    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        assert time.monotonic() < deadline and first.poll() is None, "no checkpoint"
-        time.sleep(0.1)
+    _wait_for_a_checkpoint(workdir, first)
     second.send_signal(signal.SIGKILL)
     start = time.monotonic()
     code, _ = _finish(first, timeout=120)
@@ -128,11 +134,7 @@ def test_sigterm_to_one_process_stops_every_process_after_the_same_epoch(tmp_pat
     workdir = tmp_path / "run"
     long = ("--config.num_epochs=40", "--config.synthetic_train_size=2048")
     first, second = _processes(workdir, *long)
-    checkpoints = workdir / "checkpoints"
-    deadline = time.monotonic() + 240
-    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        assert time.monotonic() < deadline and first.poll() is None, "no checkpoint"
-        time.sleep(0.1)
+    checkpoints = _wait_for_a_checkpoint(workdir, first)
     second.send_signal(signal.SIGTERM)
     lasts = []
     for code, err in [_finish(p, timeout=120) for p in (first, second)]:

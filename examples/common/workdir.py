@@ -182,6 +182,12 @@ class Workdir:
     ``config.checkpoints_to_keep``, and writes the whole config to
     ``config.json``.
 
+    Args:
+      path: the run's folder (made if missing).
+      config: the run's config.
+      model_fields: the fields of ``config`` that define the run's model: a
+        workdir whose ``config.json`` has other values in one of them is refused.
+
     Attributes:
       path: the folder.
       start_epoch: the epoch of the restored checkpoint (0: a new run); set by
@@ -191,15 +197,12 @@ class Workdir:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], config: ml_collections.ConfigDict, *,
+        self,
+        path: str | os.PathLike[str],
+        config: ml_collections.ConfigDict,
+        *,
         model_fields: Sequence[str],
-    ):  # fmt: skip
-        """Args:
-        path: the run's folder (made if missing).
-        config: the run's config.
-        model_fields: the fields of ``config`` that define the run's model: a
-          workdir whose ``config.json`` has other values in one of them is refused.
-        """
+    ):
         _quiet_other_info_logs()
         self.path = pathlib.Path(path)
         self.config = config
@@ -242,10 +245,11 @@ class Workdir:
     def resume(self, state: State) -> State:
         """Takes over the folder and restores its newest readable checkpoint into ``state``.
 
-        Restores the newest checkpoint that can be read (``state`` itself when there is none),
-        cuts ``metrics.jsonl`` and the TensorBoard summaries back to its
-        epoch, and writes ``config.json``. Call it after every check that can
-        refuse the run: from here on the folder is this run's.
+        Restores the newest checkpoint that can be read (``state`` itself
+        when there is none), cuts ``metrics.jsonl`` and the TensorBoard
+        summaries back to its epoch, and writes ``config.json``. Call it after
+        every check that can refuse the run: from here on the folder is this
+        run's.
 
         Args:
           state: a fresh train state, placed on the devices: the structure,
