@@ -75,9 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(variant: str, depth: int, dataset: data.Dataset, args: argparse.Namespace) -> dict:
     """Trains one (variant, depth) and measures it; returns the row."""
     parameterization, latent, algorithm, node_lr, lr = VARIANTS[variant]
-    model = ResidualMLP(
-        depth=depth, width=args.width, parameterization=parameterization, node_latent=latent
-    )
+    node = functools.partial(fpc.PCNode, latent=latent)
+    model = ResidualMLP(depth=depth, width=args.width, mupc=parameterization == "mupc", node=node)
     apply = functools.partial(model.apply, train=True)
     params = model.init(jax.random.key(args.seed), dataset.x_train[:1], train=False)["params"]
     inference = dict(node_tx=optax.sgd(node_lr), inference_steps=args.inference_steps, unroll=1)

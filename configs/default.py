@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
     # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers), 'resnet',
     # 'residual_mlp' (a deep residual MLP: depth, width, parameterization), or 'flax_cnn' (the
     # CNN of Flax's MNIST example as Flax writes it, without PCNodes: trained through
-    # fpc.with_nodes; only the node_* fields of the model apply to it).
+    # fpc.with_nodes; of the model's fields, only value_init, value_init_stddev and latent
+    # apply to it).
     config.model = "mlp"
     # str or None: the workdir of a finished run of the same model, data and optimizer (e.g.
     # one with --config.algorithm=bp): a new run starts from its newest checkpoint's weights
@@ -79,23 +80,25 @@ def get_config() -> ml_collections.ConfigDict:
     # str: energy of the output against the one-hot target: 'squared_error' or 'cross_entropy'
     # (on logits); also the reported loss.
     config.output_energy = "squared_error"
-    # int > 0: T, node updates per batch (for 'ipc': joint node and weight updates per batch).
+    # int >= 0: T, node updates per batch (for 'ipc', >= 1: joint node and weight updates per
+    # batch); with a tolerance, the most.
     config.inference_steps = 4
     # float > 0 or None: inference to equilibrium: the node steps stop once the root mean square
     # of dF/dv is at most this, after inference_steps at most (fpc.PCTrainState's tolerance);
     # None: exactly inference_steps steps. 'pc' only.
-    config.inference_tolerance = config_dict.placeholder(float)
+    config.tolerance = config_dict.placeholder(float)
     # float > 0: SGD learning rate of the value nodes.
     config.node_learning_rate = 0.01
     # float in [0, 1): SGD momentum of the value nodes (0: plain SGD).
     config.node_momentum = 0.0
-    # str: each batch's starting node values: 'forward' (the prediction), 'zeros' or 'normal'.
-    config.node_init = "forward"
-    # float > 0: standard deviation of node_init='normal'.
-    config.node_init_stddev = 1.0
-    # str: what inference moves: 'value' (PC) or 'error' (ePC: each node's error v - mu,
-    # which reaches every layer in one step; same equilibrium); every model.
-    config.node_latent = "value"
+    # str: each batch's starting node values (fpc.PCNode's value_init): 'forward' (the
+    # prediction), 'zeros' or 'normal'.
+    config.value_init = "forward"
+    # float > 0: standard deviation of value_init='normal'.
+    config.value_init_stddev = 1.0
+    # str: what inference moves (fpc.PCNode's latent): 'value' (PC) or 'error' (ePC: each
+    # node's error v - mu, which reaches every layer in one step; same equilibrium).
+    config.latent = "value"
     # float != 0 or None: output nudging beta: clamp the output to out - beta * (out - target)
     # (out: the feed-forward output) and scale the weight gradient by 1 / beta; 1 is clamping,
     # 0 < beta < 1 positive, beta < 0 negative nudging; None: plain clamping. 'pc'/'ipc' only.
@@ -113,8 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Loop.
     # str: 'epoch' (fpc.train_epoch: one lax.scan per epoch), 'batch' (a Python loop over one
-    # jitted train_step; same batches, keys and metrics) or 'auto' ('batch' for 'cnn' and
-    # 'resnet' on CPU, else 'epoch'); see the README's section on config.loop.
+    # jitted train_step; same batches, keys and metrics) or 'auto' ('batch' for the conv nets
+    # 'cnn', 'resnet' and 'flax_cnn' on CPU, else 'epoch'); see the README's config.loop.
     config.loop = "auto"
     # int > 0: examples per weight update, at most the training set; the epoch's last partial
     # batch is dropped.
@@ -123,7 +126,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1000
     # int > 0: passes over the training set (a resumed run trains up to this many).
     config.num_epochs = 4
-    # int >= 0: seeds the initial weights, the data order and node_init='normal'.
+    # int >= 0: seeds the initial weights, the data order and value_init='normal'.
     config.seed = 0
     # int > 0: orbax checkpoints kept in workdir/checkpoints (one is saved per epoch).
     config.checkpoints_to_keep = 3

@@ -5,7 +5,7 @@ ResidualMLP of width 128: the input layer, 62 residual blocks
 every layer but the output. μPC (Innocenti et al., 2025): kernels from
 ``N(0, 1)``, the input layer scaled by 1/sqrt(784), each residual branch by
 1/sqrt(128 * 64), the output by 1/128. The nodes are ePC error nodes
-(``node_latent='error'``): one inference step reaches all 63 of them, where a
+(``latent='error'``): one inference step reaches all 63 of them, where a
 value node's error moves one layer per step. T=8 steps of node SGD 3e-4,
 Adam 3e-3, batch 64, squared-error output energy, 3 epochs: 85.80% test
 accuracy on Fashion-MNIST (seeds 0-2), backprop on the same network 86.55%.
@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     # μPC's scaling, under which deep residual PC networks train.
     config.parameterization = "mupc"
     # ePC: inference reaches every layer in one step (a value node: one layer per step).
-    config.node_latent = "error"
+    config.latent = "error"
     # μPC's networks use relu (as jpc's μPC example).
     config.activation = "relu"
     # Eight small error steps per batch.

@@ -17,6 +17,10 @@ import numpy as np
 import pytest
 
 import flax_pc as fpc
+from examples.common import loops
+from examples.common import workdir as workdir_lib
+from examples.common.activations import ACTIVATIONS
+from examples.common.config_checks import ConfigError
 from examples.mnist import models, train
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -193,16 +197,12 @@ BAD_FIELDS = [
     ("hidden_sizes", (), "non-empty tuple"),
     ("hidden_sizes", (64, "a"), "tuple of ints > 0"),
     ("activation", "swish2", "expected one of"),
-    ("algorithm", "ep", "expected one of"),
     ("output_energy", "hinge", "expected one of"),
-    ("inference_steps", 0, "int > 0"),
     ("node_learning_rate", 0.0, "number > 0"),
     ("node_learning_rate", -0.1, "number > 0"),
     ("node_learning_rate", float("nan"), "number > 0"),
     ("node_momentum", 1.0, r"\[0, 1\)"),
-    ("node_init", "ones", "expected one of"),
-    ("node_init_stddev", 0.0, "number > 0"),
-    ("nudging", 0.0, "number != 0"),
+    ("value_init_stddev", 0.0, "number > 0"),
     ("optimizer", "sgd", "expected one of"),
     ("learning_rate", -1e-3, "number > 0"),
     ("lr_schedule", "linear", "expected one of"),
@@ -222,12 +222,9 @@ BAD_FIELDS = [
     ("resnet_stem_features", 0, "int > 0"),
     ("resnet_blocks_per_stage", 0, "int > 0"),
     ("resnet_stage_features", (16, -32), "tuple of ints > 0"),
-    ("inference_tolerance", 0.0, "None or a number > 0"),
-    ("inference_tolerance", -1e-3, "None or a number > 0"),
     ("depth", 1, "int >= 2"),
     ("width", 0, "int > 0"),
     ("parameterization", "mup", "expected one of"),
-    ("node_latent", "errors", "expected one of"),
     ("parameterization", "mupc", "applies to model 'residual_mlp' only"),
 ]
 
@@ -236,7 +233,7 @@ BAD_FIELDS = [
 def test_bad_field(field, value, message):
     config = load_config("default")
     config[field] = value
-    with pytest.raises(train.ConfigError, match=message) as error:
+    with pytest.raises(ConfigError, match=message) as error:
         train.validate_config(config)
     assert str(error.value).startswith(f"config.{field}")
     assert "\n" not in str(error.value)
@@ -245,30 +242,63 @@ def test_bad_field(field, value, message):
 def test_sizes_an_unused_model_part_may_be_empty_but_not_bad():
     config = load_config("cnn")
     config.conv_features = ()
-    with pytest.raises(train.ConfigError, match=r"expected a non-empty tuple"):
+    with pytest.raises(ConfigError, match=r"expected a non-empty tuple"):
         train.validate_config(config)
     config = load_config("default")
     config.conv_features = ()  # the MLP has no conv blocks
     train.validate_config(config)
     config.conv_features = (16, 0)
-    with pytest.raises(train.ConfigError, match=r"expected a tuple of ints > 0\.$"):
+    with pytest.raises(ConfigError, match=r"expected a tuple of ints > 0\.$"):
         train.validate_config(config)
+
+
+# flax_pc's own arguments, under its names: its errors, one line each, before the workdir.
+LIBRARY_FIELDS = [
+    ("algorithm", "ep", "algorithm must be one of"),
+    ("inference_steps", -1, "inference_steps must be >= 0"),
+    ("value_init", "ones", "value_init must be one of"),
+    ("latent", "errors", "latent must be 'value'"),
+    ("nudging", 0.0, "nudging=0 gives no learning signal"),
+    ("tolerance", 0.0, "tolerance must be a number > 0"),
+    ("tolerance", -1e-3, "tolerance must be a number > 0"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", LIBRARY_FIELDS)
+def test_the_library_checks_its_own_fields(field, value, message, mnist_config, tmp_path):
+    config = mnist_config(**{field: value})
+    train.validate_config(config)  # not the example's to check
+    with pytest.raises(ConfigError, match=message) as error:
+        train.train_and_evaluate(config, str(tmp_path / "new"))
+    assert "\n" not in str(error.value)
+    assert isinstance(error.value.__cause__, (ValueError, TypeError))  # the library's error
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(
-    "name, field, value",
-    [("backprop", "nudging", 0.5), ("ipc", "inference_tolerance", 1e-3)],
+    "name, field, value, message",
+    [
+        ("backprop", "nudging", 0.5, "algorithm='bp' .* takes no nudging"),
+        ("backprop", "tolerance", 1e-3, "algorithm='bp' .* takes no tolerance"),
+        ("ipc", "tolerance", 1e-3, "algorithm='ipc' .* has no inference to equilibrium"),
+    ],
 )
-def test_pc_only_fields(name, field, value):
+def test_pc_only_fields(name, field, value, message):
     config = load_config(name)
     config[field] = value
-    with pytest.raises(train.ConfigError, match=f"config.{field}.* applies to"):
-        train.validate_config(config)
+    train.validate_config(config)
+    with pytest.raises(ConfigError, match=message), workdir_lib.config_errors():
+        train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
+
+
+def test_backprop_is_created_without_node_arguments():
+    state = train.create_train_state(load_config("backprop"), jax.random.key(0), steps_per_epoch=1)
+    assert (state.algorithm, state.node_tx, state.inference_steps) == ("bp", None, 0)
 
 
 @pytest.mark.parametrize(
     "field, value, attribute",
-    [("nudging", 0.5, "nudging"), ("inference_tolerance", 1e-3, "tolerance")],
+    [("nudging", 0.5, "nudging"), ("tolerance", 1e-3, "tolerance")],
 )
 def test_pc_fields_reach_the_train_state(field, value, attribute):
     config = load_config("test")
@@ -281,24 +311,24 @@ def test_pc_fields_reach_the_train_state(field, value, attribute):
 def test_cnn_needs_conv_features():
     config = load_config("cnn")
     config.conv_features = ()
-    with pytest.raises(train.ConfigError, match="config.conv_features"):
+    with pytest.raises(ConfigError, match="config.conv_features"):
         train.validate_config(config)
 
 
 def test_resnet_needs_stage_features():
     config = load_config("resnet")
     config.resnet_stage_features = ()
-    with pytest.raises(train.ConfigError, match="config.resnet_stage_features"):
+    with pytest.raises(ConfigError, match="config.resnet_stage_features"):
         train.validate_config(config)
 
 
 def test_mupc_config_builds_the_64_layer_mupc_network():
     config = load_config("mupc")
     model = train.create_model(config)
-    assert (model.depth, model.width, model.parameterization, model.node_latent) == (
+    assert (model.depth, model.width, model.mupc, model.node.keywords["latent"]) == (
         64,
         128,
-        "mupc",
+        True,
         "error",
     )
     variables = jax.eval_shape(
@@ -331,7 +361,7 @@ def test_train_state_for_config(name, num_params, num_nodes, model_state):
     model = train.create_model(config)
     output, nodes = jax.jit(
         lambda state: (
-            model.apply(train.eval_variables(state), images, train=False),
+            model.apply({"params": state.params, **state.model_state}, images, train=False),
             fpc.init_nodes(
                 state.apply_fn, state.params, images, model_state=state.model_state, rng=None
             ),
@@ -360,23 +390,19 @@ def test_resnet_shapes_and_projections():
     assert shapes == [(3, 7, 7, 8)] * 2 + [(3, 14, 14, 4)] * 3
 
 
-@pytest.mark.parametrize(
-    "model, expected", [("mlp", "epoch"), ("cnn", "batch"), ("resnet", "batch")]
-)
-def test_auto_loop(model, expected, monkeypatch):
-    config = load_config("test")
-    config.model = model
+@pytest.mark.parametrize("conv, expected", [(False, "epoch"), (True, "batch")])
+def test_auto_loop(conv, expected, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert train.resolve_loop(config) == expected
+    assert loops.resolve("auto", conv) == expected
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert train.resolve_loop(config) == "epoch"
-    config.loop = "batch"
-    assert train.resolve_loop(config) == "batch"
+    assert loops.resolve("auto", conv) == "epoch"
+    assert loops.resolve("batch", conv) == "batch"
+    assert loops.resolve("epoch", conv) == "epoch"
 
 
 def test_normal_node_init_draws_from_the_node_rng():
     config = load_config("test")
-    config.node_init = "normal"
+    config.value_init = "normal"
     state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=4)
     images = jnp.zeros((4, 28, 28, 1))
     targets = jax.nn.one_hot(jnp.arange(4), 10)
@@ -385,9 +411,9 @@ def test_normal_node_init_draws_from_the_node_rng():
     assert np.isfinite(metrics["energy"]).all()
 
 
-@pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_activations(activation):
-    model = models.MLP(hidden_sizes=(4,), activation=activation)
+    model = models.MLP(hidden_sizes=(4,), act=ACTIVATIONS[activation])
     params = model.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)), train=False)["params"]
     output = model.apply({"params": params}, jnp.ones((2, 28, 28, 1)), train=False)
     assert output.shape == (2, 10)

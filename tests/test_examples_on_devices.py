@@ -49,6 +49,16 @@ def _finish(process, timeout=300):
     return process.returncode, err
 
 
+def _wait_for_a_checkpoint(workdir, process):
+    """Waits until ``process`` has saved a checkpoint in ``workdir``; returns the folder."""
+    checkpoints = workdir / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, "no checkpoint"
+        time.sleep(0.1)
+    return checkpoints
+
+
 def _accuracies(workdir):
     lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["test_accuracy"] for line in lines]
@@ -81,11 +91,7 @@ def test_a_killed_process_ends_the_run_and_a_rerun_resumes(tmp_path):
         "--heartbeat_timeout=10",
     )
     first, second = _processes(workdir, *long)
-    checkpoints = workdir / "checkpoints"
-    deadline = time.monotonic() + 240
-    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        assert time.monotonic() < deadline and first.poll() is None, "no checkpoint"
-        time.sleep(0.1)
+    _wait_for_a_checkpoint(workdir, first)
     second.send_signal(signal.SIGKILL)
     start = time.monotonic()
     code, _ = _finish(first, timeout=120)
@@ -120,3 +126,28 @@ def test_an_unreachable_coordinator_is_a_clear_error(tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("Error: process 1 could not join the run at 127.0.0.1:"), last
     assert "within 5 s" in last
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_after_the_same_epoch(tmp_path):
+    """SIGTERM is JAX's preemption notice: every process saves the same epoch, then stops."""
+    workdir = tmp_path / "run"
+    long = ("--config.num_epochs=40", "--config.synthetic_train_size=2048")
+    first, second = _processes(workdir, *long)
+    checkpoints = _wait_for_a_checkpoint(workdir, first)
+    second.send_signal(signal.SIGTERM)
+    lasts = []
+    for code, err in [_finish(p, timeout=120) for p in (first, second)]:
+        assert code == 1, err[-3000:]
+        lasts.append(err.strip().splitlines()[-1])
+    assert lasts[0] == lasts[1], lasts
+    assert lasts[0].startswith("Error: stopped by a preemption notice (SIGTERM) in epoch "), lasts
+    resume = int(lasts[0].rsplit("resume from epoch ", 1)[1].rstrip("."))
+    assert max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == resume
+    assert len(_accuracies(workdir)) == resume  # metrics.jsonl: every saved epoch, no more
+    rerun = _processes(
+        workdir, f"--config.num_epochs={resume + 1}", "--config.synthetic_train_size=2048"
+    )
+    for code, err in [_finish(p) for p in rerun]:
+        assert code == 0, err[-3000:]
+        assert f"Resuming from epoch {resume} of {resume + 1}" in err

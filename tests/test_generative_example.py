@@ -20,8 +20,10 @@ import pytest
 from helpers import assert_trees_close, log_lines, read_metrics, snapshot
 
 import flax_pc as fpc
-from examples.common import input_pipeline, records
-from examples.generative import train
+from examples.common import cli, input_pipeline
+from examples.common import workdir as workdir_lib
+from examples.common.config_checks import ConfigError
+from examples.generative import models, train
 
 ROOT = pathlib.Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "generative"
@@ -83,7 +85,6 @@ BAD_FIELDS = [
     ("hidden_sizes", 64, "tuple of ints > 0"),
     ("activation", "swish2", "expected one of"),
     ("output_energy", "cross_entropy", "expected one of"),
-    ("inference_steps", 0, "int > 0"),
     ("node_learning_rate", 0.0, "number > 0"),
     ("node_learning_rate", float("nan"), "number > 0"),
     ("node_momentum", 1.0, r"\[0, 1\)"),
@@ -107,7 +108,7 @@ BAD_FIELDS = [
 def test_bad_field_is_one_line(field, value, message):
     # A new ConfigDict: the loaded one refuses values of another type.
     config = ml_collections.ConfigDict({**load_config("generative").to_dict(), field: value})
-    with pytest.raises(train.ConfigError, match=message) as error:
+    with pytest.raises(ConfigError, match=message) as error:
         train.validate_config(config)
     assert str(error.value).startswith(f"config.{field}")
     assert "\n" not in str(error.value)
@@ -132,15 +133,15 @@ def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay(
 def test_decode_is_the_feed_forward_pass_from_the_latent(generative_config):
     config = generative_config()
     model = train.create_model(config)
-    prior = train.models.prior_mean(3, config.latent_size)
+    prior = models.prior_mean(model, 3)
     params = model.init(jax.random.key(0), prior)["params"]
     z = jax.random.normal(jax.random.key(1), prior.shape)
-    # By hand: Dense on z, then tanh -> Dense per further layer.
+    # By hand: Dense on z, then tanh -> Dense per further layer; Bernoulli logits to pixels.
     h = z @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
     for i in range(1, len(config.hidden_sizes) + 1):
         h = jnp.tanh(h) @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
-    expected = h
-    decoded = train.models.decode(model, params, z)
+    expected = 1 / (1 + jnp.exp(-h))
+    decoded = models.decode(model, params, z)
     np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)
     # The prior mean (zeros) is the latent's prediction: its energy is ½‖z‖².
     nodes = fpc.init_nodes(model.apply, params, prior)
@@ -154,7 +155,7 @@ def test_decode_is_the_feed_forward_pass_from_the_latent(generative_config):
 def test_prior_samples_differ_and_are_images(generative_config):
     config = generative_config()
     model = train.create_model(config)
-    params = model.init(jax.random.key(0), train.models.prior_mean(1, config.latent_size))
+    params = model.init(jax.random.key(0), models.prior_mean(model, 1))
     samples = train.sample_prior(config, params["params"], jax.random.key(1), 4)
     assert samples.shape == (4, 784)
     assert float(jnp.min(samples)) >= 0 and float(jnp.max(samples)) <= 1
@@ -232,11 +233,11 @@ def test_resumed_run_trains_only_the_new_epochs(finished_copy, generative_config
 # name: (config overrides, the error, its words)
 BAD_INPUTS = {
     "unknown output energy": (
-        {"output_energy": "hinge"}, train.ConfigError, "config.output_energy = 'hinge'"
+        {"output_energy": "hinge"}, ConfigError, "config.output_energy = 'hinge'"
     ),
     "eval_size larger than the test set": (
         {"eval_size": 1000},
-        train.ConfigError,
+        ConfigError,
         r"config.eval_size = 1000 is larger than the test set \(128 examples\)",
     ),
     "data_dir without files": (
@@ -244,9 +245,12 @@ BAD_INPUTS = {
         input_pipeline.DataError,
         "lacks train-images-idx3-ubyte.gz",
     ),
+    "a library error": (
+        {"inference_steps": -1}, ConfigError, "inference_steps must be >= 0"
+    ),
     "incompatible workdir": (
         {"latent_size": 4},
-        records.WorkdirError,
+        workdir_lib.WorkdirError,
         "holds a run with latent_size = 8, this config has 4",
     ),
 }  # fmt: skip
@@ -270,8 +274,37 @@ def test_bad_input_is_one_line_and_changes_nothing(case, generative_config, requ
     workdir = finished or tmp_path / "new"
     with pytest.raises(error, match=message) as raised:
         train.train_and_evaluate(generative_config(**overrides), str(workdir))
-    assert isinstance(raised.value, train.USER_ERRORS)  # main.py prints "Error: ..."
+    assert isinstance(raised.value, cli.USER_ERRORS)  # main.py prints "Error: ..."
     assert "\n" not in str(raised.value)
     if finished:
         assert snapshot(finished) == before
     assert not (tmp_path / "new").exists()
+
+
+#: A valid value, other than configs/generative_test.py's, for every field of the model.
+OTHER_VALUES = {
+    "dataset": "mnist",
+    "latent_size": 4,
+    "hidden_sizes": (16,),
+    "activation": "relu",
+    "output_energy": "squared_error",
+}
+MODEL_FIELDS = train.model_fields(load_config("generative_test"))
+
+
+def test_the_model_fields_are_what_create_model_reads():
+    assert MODEL_FIELDS == ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", MODEL_FIELDS)
+def test_a_resume_that_changes_a_model_field_is_refused(field, finished, generative_config):
+    assert field in OTHER_VALUES, f"add a value for the new model field {field!r} above"
+    workdir = finished[0]
+    before = snapshot(workdir)
+    saved = generative_config()[field]
+    with pytest.raises(workdir_lib.WorkdirError) as raised:
+        train.train_and_evaluate(generative_config(**{field: OTHER_VALUES[field]}), str(workdir))
+    other = OTHER_VALUES[field]
+    assert f"holds a run with {field} = {saved!r}, this config has {other!r};" in str(raised.value)
+    assert snapshot(workdir) == before

@@ -10,7 +10,8 @@ import pytest
 import flax_pc as fpc
 from configs import flax_cnn
 from configs import test as test_config
-from examples.common import records
+from examples.common import workdir as workdir_lib
+from examples.common.config_checks import ConfigError
 from examples.mnist import models, train
 
 
@@ -27,10 +28,15 @@ def test_the_config_validates_and_builds_flax_s_model():
     config = flax_cnn.get_config()
     train.validate_config(config)
     model = train.create_model(config)
-    assert isinstance(model, models.FlaxCNN)
+    assert isinstance(model, models.WithNodes) and isinstance(model.model, models.FlaxCNN)
+    assert model.node.keywords == {
+        "value_init": "forward",
+        "value_init_stddev": 1.0,
+        "latent": "value",
+    }
     state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=10)
     # The params tree is the model's own: what Flax's example would save.
-    own = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
+    own = models.FlaxCNN().init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
     assert jax.tree_util.tree_structure(state.params) == jax.tree_util.tree_structure(own)
     x = np.zeros((2, 28, 28, 1), np.float32)
     nodes = jax.tree_util.tree_map(np.shape, fpc.init_nodes(state.apply_fn, state.params, x))
@@ -42,19 +48,30 @@ def test_the_config_validates_and_builds_flax_s_model():
 
 
 def test_flax_cnn_takes_no_dropout():
-    with pytest.raises(train.ConfigError, match="config.dropout_rate = 0.5: model 'flax_cnn'"):
+    with pytest.raises(ConfigError, match="config.dropout_rate = 0.5 with model 'flax_cnn'"):
         train.validate_config(_config(dropout_rate=0.5))
+
+
+def test_evaluation_is_flax_s_model_unchanged():
+    config = _config()
+    state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=10)
+    x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    predict = train.create_model(config).apply({"params": state.params}, x, train=False)
+    expected = models.FlaxCNN().apply({"params": state.params}, x)
+    np.testing.assert_array_equal(predict, expected)
 
 
 def test_bad_init_checkpoints_stop_before_anything_is_written(tmp_path):
     workdir = tmp_path / "run"
-    with pytest.raises(records.WorkdirError, match="init_checkpoint = .* holds no checkpoint"):
+    with pytest.raises(workdir_lib.WorkdirError, match="init_checkpoint = .* holds no checkpoint"):
         train.train_and_evaluate(_config(init_checkpoint=str(tmp_path / "none")), str(workdir))
     assert not workdir.exists()
     other = tmp_path / "mlp"
     train.train_and_evaluate(_config(model="mlp"), str(other))
-    with pytest.raises(
-        records.WorkdirError, match="init_checkpoint = .* holds a run with model = 'mlp'"
+    with pytest.raises(  # another model's weights: the first array that differs is named
+        workdir_lib.WorkdirError,
+        match="init_checkpoint = .*: its newest checkpoint does not fit this config \\(this "
+        "config's state has params/Conv_0/bias, the checkpoint has not\\)",
     ):
         train.train_and_evaluate(_config(init_checkpoint=str(other)), str(workdir))
     assert not workdir.exists()
@@ -91,5 +108,5 @@ def test_pc_fine_tuning_of_a_backprop_run(tmp_path, caplog):
 
 
 def _last_accuracy(workdir):
-    lines = (workdir / records.METRICS_FILE).read_text().splitlines()
+    lines = (workdir / workdir_lib.METRICS_FILE).read_text().splitlines()
     return json.loads(lines[-1])["test_accuracy"]

@@ -20,7 +20,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from examples.common import config_checks, input_pipeline, loop, records
+from examples.common import config_checks, input_pipeline, workdir
 
 FLAGS = flags.FLAGS
 
@@ -49,10 +49,10 @@ class DistributedError(Exception):
 #: Errors the user fixes: printed as one line ``Error: ...``, exit code 1.
 USER_ERRORS: tuple[type[Exception], ...] = (
     config_checks.ConfigError,
-    records.WorkdirError,
+    workdir.WorkdirError,
     input_pipeline.DataError,
-    loop.DivergedError,
-    loop.StoppedError,
+    workdir.DivergedError,
+    workdir.StoppedError,
     DistributedError,
 )
 

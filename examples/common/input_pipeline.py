@@ -3,7 +3,8 @@
 Every source returns the same :class:`Splits`: images ``[N, 28, 28, 1]``
 float32 scaled to ``[0, 1]`` and labels ``[N]`` int32. The splits are small
 (60k + 10k images), so training keeps them on the device whole and never
-copies a batch from the host.
+copies a batch from the host; in a run of several processes each keeps its
+share (:func:`process_share`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import hashlib
 import pathlib
 import socket
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
+import ml_collections
 import numpy as np
+
+from examples.common.config_checks import ConfigError
 
 DATASETS = ("mnist", "fashion_mnist", "synthetic")
 IMAGE_SHAPE = (28, 28, 1)
@@ -92,6 +97,53 @@ def synthetic(num_train: int, num_test: int, seed: int = 0) -> Splits:
         return images[..., None], labels
 
     return Splits(*split(num_train), *split(num_test))
+
+
+def load_splits(config: ml_collections.ConfigDict, num_devices: int) -> tuple[Splits, int]:
+    """``config``'s data set, and how many of its training examples the devices share.
+
+    Reads ``config.dataset``, ``data_dir``, ``synthetic_train_size``,
+    ``synthetic_test_size`` and ``batch_size``.
+
+    Returns:
+      ``(splits, num_train)``: the splits, and the largest number of training
+      examples that splits evenly over ``num_devices``.
+
+    Raises:
+      ConfigError: ``config.batch_size`` does not split over the devices
+        (checked before the data is loaded), or is larger than ``num_train``.
+      DataError: the data cannot be loaded.
+    """
+    if config.batch_size % num_devices:
+        raise ConfigError(
+            f"config.batch_size = {config.batch_size} cannot be split over the {num_devices} "
+            f"devices of this run: use a multiple of {num_devices}."
+        )
+    splits = load(
+        config.dataset,
+        data_dir=config.data_dir or None,
+        synthetic_sizes=(config.synthetic_train_size, config.synthetic_test_size),
+    )
+    num_train = len(splits.train_images) - len(splits.train_images) % num_devices
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f"config.batch_size = {config.batch_size} is larger than the training set "
+            f"({num_train} examples)."
+        )
+    return splits, num_train
+
+
+def process_share(arrays: Any) -> Any:
+    """This process's contiguous share of the rows of each array of ``arrays`` (a pytree).
+
+    With one process, all of them.
+    """
+
+    def share(array: np.ndarray) -> np.ndarray:
+        size = len(array) // jax.process_count()
+        return array[jax.process_index() * size : (jax.process_index() + 1) * size]
+
+    return jax.tree_util.tree_map(share, arrays)
 
 
 # --- IDX files -------------------------------------------------------------

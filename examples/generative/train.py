@@ -12,13 +12,15 @@ set, :func:`flax_pc.infer` finds the latent of each image from
   bottom half, against that of the mean training image;
 - a noisy copy: the MSE of the denoised image, against that of the noisy one;
 
-each image is decoded from its latent alone. The workdir gets ``config.json``,
-``metrics.jsonl``, an orbax checkpoint per epoch (rerunning with the same
-workdir resumes), ``curves.png`` and ``samples.png``.
+each image is decoded from its latent alone. The workdir
+(``examples/common/workdir.py``) gets ``config.json``, ``metrics.jsonl``,
+TensorBoard summaries, a checkpoint per epoch (a rerun resumes),
+``curves.png`` and ``samples.png``.
 """
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 from collections.abc import Callable
@@ -32,11 +34,13 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from examples.common import cli, config_checks, devices, input_pipeline, loop, records
+from examples.common import input_pipeline, loops
+from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
-from examples.common.config_checks import ConfigError
+from examples.common.config_checks import ConfigError, FieldChecker
 from examples.generative import models, plots
 
+Config = ml_collections.ConfigDict
 #: Output energies, and how each turns the model's output into an image.
 OUTPUT_ENERGIES = {
     "bernoulli": fpc.energies.bernoulli,
@@ -50,68 +54,45 @@ IMAGE_SHAPE = input_pipeline.IMAGE_SHAPE[:2]
 IMAGE_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 #: 1 for the pixels of the top half of a flattened image (rows 0..13).
 TOP_HALF = (np.arange(IMAGE_SIZE) < IMAGE_SIZE // 2).astype(np.float32)
-#: Fields that decide the shapes (or the meaning) of a checkpoint's arrays:
-#: a workdir trained with other values cannot be resumed.
-MODEL_FIELDS = ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
 
 
-#: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = cli.USER_ERRORS
+def validate_config(config: Config) -> None:
+    """Checks every field the example reads; raises :class:`ConfigError` on the first bad one.
+
+    flax_pc checks its own (``inference_steps``) when the state is built.
+    """
+    check = FieldChecker(config)
+    check.data_fields(input_pipeline.DATASETS)
+    check.positive_int("latent_size", "batch_size", "num_epochs", "checkpoints_to_keep")
+    check.sizes("hidden_sizes", required=False)
+    check.one_of("activation", ACTIVATIONS)
+    check.one_of("output_energy", OUTPUT_ENERGIES)
+    check.positive_float("node_learning_rate", "learning_rate", "eval_node_learning_rate")
+    check.fraction("node_momentum", "eval_node_momentum")
+    check.non_negative_float("weight_decay", "noise_stddev")
+    check.non_negative_int("seed")
+    check.positive_int("eval_size", "eval_inference_steps", "grid_columns")
+    check.requires(
+        "grid_columns", config.grid_columns <= config.eval_size,
+        f"is larger than config.eval_size = {config.eval_size} (the grid shows evaluated images)",
+    )  # fmt: skip
 
 
-# --- Config ------------------------------------------------------------------
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
-
-    checker = config_checks.FieldChecker(config)
-
-    checker.data_fields(input_pipeline.DATASETS)
-    checker.positive_int("latent_size")
-    checker.sizes("hidden_sizes", required=False)
-    checker.one_of("activation", ACTIVATIONS)
-    checker.one_of("output_energy", OUTPUT_ENERGIES)
-    checker.positive_int("inference_steps")
-    checker.positive_float("node_learning_rate")
-    checker.fraction("node_momentum")
-    checker.positive_float("learning_rate")
-    checker.non_negative_float("weight_decay")
-    checker.positive_int("batch_size")
-    checker.positive_int("num_epochs")
-    checker.non_negative_int("seed")
-    checker.positive_int("checkpoints_to_keep")
-    checker.positive_int("eval_size")
-    checker.positive_int("eval_inference_steps")
-    checker.positive_float("eval_node_learning_rate")
-    checker.fraction("eval_node_momentum")
-    checker.non_negative_float("noise_stddev")
-    checker.positive_int("grid_columns")
-    if config.grid_columns > config.eval_size:
-        raise ConfigError(
-            f"config.grid_columns = {config.grid_columns} is larger than config.eval_size = "
-            f"{config.eval_size} (the grid shows evaluated test images)."
-        )
-
-
-def _check_eval_size(config: ml_collections.ConfigDict, num_test: int) -> None:
-    if config.eval_size > num_test:
-        raise ConfigError(
-            f"config.eval_size = {config.eval_size} is larger than the test set "
-            f"({num_test} examples)."
-        )
-
-
-# --- Model and train state ---------------------------------------------------
-
-
-def create_model(config: ml_collections.ConfigDict) -> models.Decoder:
+def create_model(config: Config) -> models.Decoder:
     """The decoder that ``config`` describes (its latent starts at the prior mean)."""
     return models.Decoder(
+        latent_size=config.latent_size,
         hidden_sizes=tuple(config.hidden_sizes),
         image_size=IMAGE_SIZE,
-        activation=config.activation,
+        act=ACTIVATIONS[config.activation],
+        to_image=TO_IMAGE[config.output_energy],
     )
+
+
+def model_fields(config: Config) -> tuple[str, ...]:
+    """What defines the run's model, which a resume must keep: the data, and the
+    fields :func:`create_model` reads (found by reading them)."""
+    return ("dataset", *workdir_lib.fields_read(create_model, config))
 
 
 def create_node_optimizer(learning_rate: float, momentum: float) -> optax.GradientTransformation:
@@ -119,16 +100,11 @@ def create_node_optimizer(learning_rate: float, momentum: float) -> optax.Gradie
     return optax.sgd(learning_rate, momentum=momentum or None)
 
 
-def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc.PCTrainState:
-    """A fresh :class:`flax_pc.PCTrainState` for ``config``'s decoder.
-
-    Args:
-      config: the hyperparameters.
-      rng: the key for the initial params.
-    """
+def create_train_state(config: Config, rng: jax.Array) -> fpc.PCTrainState:
+    """A fresh :class:`flax_pc.PCTrainState` for ``config``'s decoder; ``rng`` draws the params."""
     model = create_model(config)
     # One compiled init instead of dozens of eager ops: faster start-up.
-    init = jax.jit(lambda rng: model.init(rng, models.prior_mean(1, config.latent_size)))
+    init = jax.jit(lambda rng: model.init(rng, models.prior_mean(model, 1)))
     return fpc.PCTrainState.create(
         apply_fn=model.apply,
         params=init(rng)["params"],
@@ -139,9 +115,6 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> fpc
     )
 
 
-# --- Evaluation --------------------------------------------------------------
-
-
 class EvalSet(NamedTuple):
     """The fixed held-out images and what the evaluation infers from them."""
 
@@ -150,17 +123,20 @@ class EvalSet(NamedTuple):
     mean_image: jax.Array  # [784] the mean training image
 
 
-def make_eval_set(
-    config: ml_collections.ConfigDict, splits: input_pipeline.Splits, rng: jax.Array
-) -> EvalSet:
+def make_eval_set(config: Config, splits: input_pipeline.Splits, rng: jax.Array) -> EvalSet:
     """The first ``config.eval_size`` test images, their noisy copies, the mean image."""
+    if config.eval_size > len(splits.test_images):
+        raise ConfigError(
+            f"config.eval_size = {config.eval_size} is larger than the test set "
+            f"({len(splits.test_images)} examples)."
+        )
     images = jnp.asarray(splits.test_images[: config.eval_size].reshape(-1, IMAGE_SIZE))
     noise = config.noise_stddev * jax.random.normal(rng, images.shape)
     mean_image = jnp.asarray(splits.train_images.reshape(-1, IMAGE_SIZE).mean(0))
     return EvalSet(images, jnp.clip(images + noise, 0.0, 1.0), mean_image)
 
 
-def make_reconstruct(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
+def make_reconstruct(config: Config) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """A jitted ``reconstruct(params, targets, masks) -> (images, latents)``.
 
     Infers the latent of each target from its pixels where ``masks`` is 1
@@ -173,11 +149,10 @@ def make_reconstruct(config: ml_collections.ConfigDict) -> Callable[..., jax.Arr
     # must converge, not just descend for a few steps.
     node_tx = create_node_optimizer(config.eval_node_learning_rate, config.eval_node_momentum)
     energy = OUTPUT_ENERGIES[config.output_energy]
-    to_image = TO_IMAGE[config.output_energy]
 
     @jax.jit
     def reconstruct(params, targets, masks):
-        prior = models.prior_mean(targets.shape[0], config.latent_size)
+        prior = models.prior_mean(model, targets.shape[0])
         nodes = fpc.init_nodes(model.apply, params, prior)
         nodes, _ = fpc.infer(
             model.apply, params, nodes, prior, targets,
@@ -185,12 +160,12 @@ def make_reconstruct(config: ml_collections.ConfigDict) -> Callable[..., jax.Arr
             output_energy=fpc.energies.masked(energy, masks),
         )  # fmt: skip
         latent = nodes[models.LATENT]["value"]
-        return to_image(models.decode(model, params, latent)), latent
+        return models.decode(model, params, latent), latent
 
     return reconstruct
 
 
-def make_evaluate(config: ml_collections.ConfigDict) -> Callable[..., tuple[dict, dict]]:
+def make_evaluate(config: Config) -> Callable[..., tuple[dict, dict]]:
     """A jitted ``evaluate(params, eval_set) -> (metrics, images)``.
 
     One inference over the full images, their top halves and the noisy
@@ -228,14 +203,14 @@ def make_evaluate(config: ml_collections.ConfigDict) -> Callable[..., tuple[dict
     return evaluate
 
 
-def sample_prior(config: ml_collections.ConfigDict, params: Any, rng: jax.Array, n: int):
+def sample_prior(config: Config, params: Any, rng: jax.Array, n: int) -> jax.Array:
     """``n`` images decoded from latents drawn from the N(0, I) prior."""
-    sampler = create_model(config).clone(latent_init="normal")
-    prior = models.prior_mean(n, config.latent_size)
-    # init='normal' draws the latent; the hidden nodes start at their predictions.
+    model = create_model(config)
+    sampler = model.clone(latent_node=functools.partial(fpc.PCNode, value_init="normal"))
+    prior = models.prior_mean(model, n)
+    # value_init='normal' draws the latent; the hidden nodes start at their predictions.
     nodes = fpc.init_nodes(sampler.apply, params, prior, rng=rng)
-    output = sampler.apply({"params": params, fpc.NODES: nodes}, prior)
-    return TO_IMAGE[config.output_energy](output)
+    return models.decode(model, params, nodes[models.LATENT]["value"])
 
 
 @jax.jit
@@ -249,7 +224,7 @@ def summarize_epoch(metrics):
 
 
 def save_samples(
-    config: ml_collections.ConfigDict,
+    config: Config,
     params: Any,
     eval_set: EvalSet,
     images: dict[str, jax.Array],
@@ -274,166 +249,95 @@ def save_samples(
     plots.plot_samples(rows, path, IMAGE_SHAPE, title=title)
 
 
-# --- The loop ----------------------------------------------------------------
-
-
-def _format_epoch(record: dict[str, Any]) -> str:
+def log_line(r: dict[str, Any]) -> str:
     return (
-        f"train energy {record['train_energy']:.2f}, test MSE {record['test_mse']:.4f}, bottom "
-        f"half from top half {record['masked_mse']:.4f} (mean image "
-        f"{record['mean_image_mse']:.4f}), denoised {record['denoised_mse']:.4f} (noisy "
-        f"{record['noisy_mse']:.4f}) ({record['seconds']:.1f} s, of which training "
-        f"{record['train_seconds']:.1f} s)"
+        f"train energy {r['train_energy']:.2f}, test MSE {r['test_mse']:.4f}, bottom half from "
+        f"top half {r['masked_mse']:.4f} (mean image {r['mean_image_mse']:.4f}), denoised "
+        f"{r['denoised_mse']:.4f} (noisy {r['noisy_mse']:.4f}) ({r['seconds']:.1f} s, of which "
+        f"training {r['train_seconds']:.1f} s)"
     )
 
 
-def _progress_fields(record: dict[str, Any]) -> dict[str, str]:
-    return {"energy": f"{record['train_energy']:.2f}", "test_mse": f"{record['test_mse']:.4f}"}
-
-
-def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
-    advice = (
-        f"lower config.node_learning_rate (now {config.node_learning_rate}), "
-        f"config.eval_node_learning_rate (now {config.eval_node_learning_rate}) or "
-        f"config.learning_rate (now {config.learning_rate})"
-    )
-    loop.check_finite(
-        record,
-        {"test_mse": "test MSE", "masked_mse": "masked MSE", "denoised_mse": "denoised MSE"},
-        "training or test-time inference",
-        advice,
-    )
-
-
-def _final_line(record: dict[str, Any], epochs: int) -> str:
-    return (
-        f"Final held-out reconstruction MSE {record['test_mse']:.4f}; bottom half from the top "
-        f"half {record['masked_mse']:.4f} vs {record['mean_image_mse']:.4f} for the mean image "
-        f"(after {epochs} epochs)."
-    )
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.PCTrainState:
+def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
     """Trains the decoder for ``config.num_epochs``, evaluating after each epoch.
 
-    Resumes from the latest checkpoint in ``workdir`` if there is one.
-
-    Args:
-      config: the hyperparameters (see ``configs/generative.py``).
-      workdir: where checkpoints, metrics and plots go.
-
-    Returns:
-      The final train state.
-
-    Raises:
-      ConfigError, records.WorkdirError, input_pipeline.DataError: before anything in
-        ``workdir`` is changed.
-      DivergedError: the energy or an MSE became NaN or infinite (the
-        checkpoint of the last good epoch is kept).
+    Resumes from the newest readable checkpoint in ``workdir``. Bad input (a
+    config field, the data, the workdir) raises one of
+    ``examples.common.cli.USER_ERRORS`` before anything in ``workdir`` changes.
     """
-    return loop.in_workdir(config, workdir, validate_config, _train_and_evaluate)
-
-
-def _train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir_path: pathlib.Path
-) -> fpc.PCTrainState:
-    """:func:`train_and_evaluate` in the workdir it holds."""
-    records.check_workdir(config, workdir_path, fields=MODEL_FIELDS)
-    parallel = fpc.DataParallel.create()
-    splits, num_train = devices.load_splits(config, parallel.num_devices)
-    _check_eval_size(config, len(splits.test_images))
-    logging.info(
-        "%s: %d training images, %d of the %d test images held out for evaluation (%s).",
-        config.dataset,
-        num_train,
-        config.eval_size,
-        len(splits.test_images),
-        config.data_dir or ("synthetic" if config.dataset == "synthetic" else "TFDS"),
-    )
-
-    init_rng, data_rng, noise_rng, sample_rng = jax.random.split(jax.random.key(config.seed), 4)
-    state = parallel.replicate(create_train_state(config, init_rng))
-    logging.info(
-        "Decoder %s, %s output energy, %d params; %d inference steps (%d at test time); on %s.",
-        "-".join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE))),
-        config.output_energy,
-        sum(p.size for p in jax.tree_util.tree_leaves(state.params)),
-        config.inference_steps,
-        config.eval_inference_steps,
-        devices.describe(parallel.num_devices),
-    )
-
-    resumed = records.resume(
-        workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
-    )
-    start_epoch, history = resumed.start_epoch, resumed.history
-
-    # The model's input is the prior mean for every example; the images are its targets.
-    # Each process puts its share of them on its devices.
-    train_images, prior = parallel.shard(
-        (
-            devices.process_share(splits.train_images[:num_train].reshape(-1, IMAGE_SIZE)),
-            devices.process_share(np.zeros((num_train, config.latent_size), np.float32)),
+    validate_config(config)
+    with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
+        parallel = fpc.DataParallel.create()
+        splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)
+        init_rng, data_rng, noise_rng, sample_rng = jax.random.split(jax.random.key(config.seed), 4)
+        eval_set = parallel.replicate(workdir_lib.to_host(make_eval_set(config, splits, noise_rng)))
+        logging.info(
+            f"{config.dataset}: {num_train} training images, {config.eval_size} of the "
+            f"{len(splits.test_images)} test images held out for evaluation."
         )
-    )
-    eval_set = parallel.replicate(devices.to_host(make_eval_set(config, splits, noise_rng)))
-    train_epoch = loop.jit_train_epoch(config.batch_size, parallel.batch_sharding)
-    evaluate = make_evaluate(config)
-    examples_per_epoch = (num_train // config.batch_size) * config.batch_size
-
-    images = None
-
-    def run_epoch(state, epoch):
-        nonlocal images
-        start = time.perf_counter()
-        state, train_metrics = train_epoch(
-            state, prior, train_images, jax.random.fold_in(data_rng, epoch)
+        with workdir_lib.config_errors():  # flax_pc checks its own arguments here
+            state = parallel.replicate(create_train_state(config, init_rng))
+        decoder = "-".join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE)))
+        logging.info(
+            f"Decoder {decoder}, {config.output_energy} output energy, "
+            f"{sum(p.size for p in jax.tree_util.tree_leaves(state.params)):,} params; "
+            f"{config.inference_steps} inference steps ({config.eval_inference_steps} at test "
+            f"time); on {workdir_lib.describe_devices(parallel.num_devices)}."
         )
-        summary = devices.to_host(summarize_epoch(train_metrics))
-        train_seconds = time.perf_counter() - start
-        eval_metrics, images = evaluate(state.params, eval_set)
-        eval_metrics = devices.to_host(eval_metrics)
-        return state, {
-            "epoch": epoch,
-            "train_energy": float(summary["train_energy"]),
-            **{k: float(v) for k, v in eval_metrics.items()},
-            "seconds": time.perf_counter() - start,
-            "train_seconds": train_seconds,
-            "examples_per_second": examples_per_epoch / train_seconds,
-            "energy_per_step": [float(e) for e in summary["energy_per_step"]],
-            "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
-        }
+        state = run.resume(state)
 
-    state = loop.train_epochs(
-        resumed,
-        run_epoch,
-        log_line=_format_epoch,
-        progress_fields=_progress_fields,
-        check=lambda record: _check_finite(record, config),
-    )
-    if not devices.is_primary():  # process 0 reports and draws
-        return state
+        # The model's input is the prior mean for every example; the images are its targets.
+        # Each process puts its share of them on its devices.
+        images = splits.train_images[:num_train].reshape(-1, IMAGE_SIZE)
+        prior = np.zeros((num_train, config.latent_size), np.float32)
+        train_images, prior = parallel.shard(input_pipeline.process_share((images, prior)))
+        train_epoch = loops.make_train_epoch("epoch", config.batch_size, parallel.batch_sharding)
+        evaluate = make_evaluate(config)
+        examples_per_epoch = (num_train // config.batch_size) * config.batch_size
+        last_images = None
 
-    epochs = max(config.num_epochs, start_epoch)
-    if images is None:  # Nothing trained in this run: evaluate the restored state.
-        final, images = evaluate(state.params, eval_set)
-        final = {k: float(v) for k, v in devices.to_host(final).items()}
-    else:
-        final = history[-1]
-    title = (
-        f"PC decoder {'-'.join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE)))}"
-        f" on {config.dataset}, {config.output_energy}, after {epochs} epochs"
-    )
-    if history:
-        plots.plot_curves(history, workdir_path / "curves.png", title=title)
-    save_samples(
-        config,
-        devices.to_host(state.params),
-        devices.to_host(eval_set),
-        devices.to_host(images),
-        sample_rng,
-        workdir_path / "samples.png",
-        title,
-    )
-    logging.info(_final_line(final, epochs))
+        def run_epoch(state, epoch):
+            nonlocal last_images
+            start = time.perf_counter()
+            rng = jax.random.fold_in(data_rng, epoch)
+            state, metrics = train_epoch(state, prior, train_images, rng)
+            summary = jax.block_until_ready(summarize_epoch(metrics))
+            train_seconds = time.perf_counter() - start
+            eval_metrics, last_images = evaluate(state.params, eval_set)
+            return state, {
+                "train_energy": summary["train_energy"],
+                **eval_metrics,
+                "train_seconds": train_seconds,
+                "examples_per_second": examples_per_epoch / train_seconds,
+                "energy_per_step": summary["energy_per_step"],
+                "node_energies": summary["node_energies"],
+            }
+
+        advice = (
+            f"lower config.node_learning_rate (now {config.node_learning_rate}), "
+            f"config.eval_node_learning_rate (now {config.eval_node_learning_rate}) or "
+            f"config.learning_rate (now {config.learning_rate})"
+        )
+        state = run.train(state, run_epoch, log_line=log_line, advice=advice)
+        if not workdir_lib.is_primary():  # process 0 reports and draws
+            return state
+
+        epochs = max(config.num_epochs, run.start_epoch)
+        if last_images is None:  # Nothing trained in this run: evaluate the restored state.
+            final, last_images = evaluate(state.params, eval_set)
+            final = {k: float(v) for k, v in workdir_lib.to_host(final).items()}
+        else:
+            final = run.history[-1]
+        title = f"PC decoder {decoder} on {config.dataset}, {config.output_energy}"
+        title += f", after {epochs} epochs"
+        if run.history:
+            plots.plot_curves(run.history, run.path / "curves.png", title=title)
+        params, eval_set, last_images = workdir_lib.to_host((state.params, eval_set, last_images))
+        samples = run.path / "samples.png"
+        save_samples(config, params, eval_set, last_images, sample_rng, samples, title)
+        logging.info(
+            f"Final held-out reconstruction MSE {final['test_mse']:.4f}; bottom half from the top "
+            f"half {final['masked_mse']:.4f} vs {final['mean_image_mse']:.4f} for the mean image "
+            f"(after {epochs} epochs)."
+        )
     return state

@@ -1,21 +1,16 @@
 """Trains a predictive-coding network on MNIST and evaluates it after every epoch.
 
-The whole data set lives on the device; each epoch is one jitted call of
-:func:`flax_pc.train_epoch` (a ``lax.scan`` over the batches; or, for conv
-nets on CPU, a Python loop over one jitted per-batch step, see
-``config.loop``) followed by one jitted evaluation on the full test set, and
-one host sync for the metrics.
-The workdir gets ``config.json``, ``metrics.jsonl``, TensorBoard summaries,
-an orbax checkpoint per epoch and ``curves.png``; rerunning with the same
-workdir resumes from the latest checkpoint.
+:class:`flax_pc.PCTrainState` trains the model (``models.py``): per batch, ``T``
+inference steps on its value nodes with the image and label clamped, then one
+weight step. An epoch is one jitted :func:`flax_pc.train_epoch` on device-resident
+data, then a jitted evaluation of the feed-forward network. The workdir
+(``examples/common/workdir.py``) gets config.json, metrics.jsonl, TensorBoard
+summaries, a checkpoint per epoch and curves.png; a rerun resumes.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import pathlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,327 +20,145 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from flax import linen as nn
 
 import flax_pc as fpc
-from examples.common import cli, config_checks, devices, input_pipeline, loop, records
+from examples.common import input_pipeline, loops
+from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
-from examples.common.config_checks import ConfigError, is_int, is_number
+from examples.common.config_checks import FieldChecker
 from examples.mnist import models, plots
 
-MODELS = ("mlp", "cnn", "resnet", "residual_mlp", "flax_cnn")
-PARAMETERIZATIONS = ("standard", "mupc")
-#: Models with convolutions: ``loop='auto'`` trains them batch by batch on CPU.
-CONV_MODELS = ("cnn", "resnet", "flax_cnn")
+Config = ml_collections.ConfigDict
 OUTPUT_ENERGIES = {
     "squared_error": fpc.energies.squared_error,
     "cross_entropy": fpc.energies.cross_entropy,
 }
-OPTIMIZERS = ("adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine")
-NODE_INITS = ("forward", "zeros", "normal")
-LOOPS = ("auto", "epoch", "batch")
 
 
-#: Errors the user fixes; ``main.py`` turns them into a one-line message.
-USER_ERRORS = cli.USER_ERRORS
-
-
-# --- Config ------------------------------------------------------------------
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks every field of ``config``; raises :class:`ConfigError` on the first bad one."""
-
-    checker = config_checks.FieldChecker(config)
-
-    checker.data_fields(input_pipeline.DATASETS)
-    checker.one_of("model", MODELS)
-    checker.sizes("hidden_sizes", required=config.model == "mlp")
-    checker.sizes("conv_features", required=config.model == "cnn")
-    checker.positive_int("resnet_stem_features")
-    checker.sizes("resnet_stage_features", required=config.model == "resnet")
-    checker.positive_int("resnet_blocks_per_stage")
-    checker.fraction("dropout_rate")
-    if config.model == "flax_cnn" and config.dropout_rate:
-        raise ConfigError(
-            f"config.dropout_rate = {config.dropout_rate!r}: model 'flax_cnn' is Flax's CNN as "
-            "Flax writes it, without dropout; use 0."
-        )
-    checker.check("depth", is_int(config.depth) and config.depth >= 2, "an int >= 2")
-    checker.positive_int("width")
-    checker.one_of("parameterization", PARAMETERIZATIONS)
-    checker.one_of("node_latent", ("value", "error"))
-    if config.model != "residual_mlp" and config.parameterization != "standard":
-        raise ConfigError(
-            f"config.parameterization = {config.parameterization!r} applies to model "
-            f"'residual_mlp' only (this config's model is {config.model!r}); keep 'standard'."
-        )
-    checker.check(
-        "init_checkpoint",
-        config.init_checkpoint is None or isinstance(config.init_checkpoint, str),
-        "None or the workdir of a run of the same model",
+def pc_node(c: Config) -> functools.partial:
+    """``fpc.PCNode`` with the config's node fields (the library's names)."""
+    return functools.partial(
+        fpc.PCNode, value_init=c.value_init, value_init_stddev=c.value_init_stddev, latent=c.latent
     )
-    checker.one_of("activation", ACTIVATIONS)
-    checker.one_of("algorithm", ("pc", "ipc", "bp"))
-    checker.one_of("output_energy", OUTPUT_ENERGIES)
-    checker.positive_int("inference_steps")
-    tolerance = config.inference_tolerance
-    checker.check(
-        "inference_tolerance",
-        tolerance is None or (is_number(tolerance) and math.isfinite(tolerance) and tolerance > 0),
-        "None or a number > 0",
-    )
-    if tolerance is not None and config.algorithm != "pc":
-        raise ConfigError(
-            f"config.inference_tolerance = {tolerance!r} applies to algorithm 'pc' (iPC takes a "
-            f"weight step at every inference step; bp has none), not {config.algorithm!r}."
-        )
-    checker.positive_float("node_learning_rate")
-    checker.fraction("node_momentum")
-    checker.one_of("node_init", NODE_INITS)
-    checker.positive_float("node_init_stddev")
-    nudging = config.nudging
-    checker.check(
-        "nudging",
-        nudging is None or (is_number(nudging) and math.isfinite(nudging) and nudging != 0),
-        "None or a number != 0 (beta)",
-    )
-    if nudging is not None and config.algorithm == "bp":
-        raise ConfigError("config.nudging applies to algorithm 'pc' or 'ipc', not 'bp'.")
-    checker.one_of("optimizer", OPTIMIZERS)
-    checker.positive_float("learning_rate")
-    checker.one_of("lr_schedule", LR_SCHEDULES)
-    checker.non_negative_float("weight_decay")
-    decay = config.weight_decay
-    if decay > 0 and config.optimizer != "adamw":
-        raise ConfigError(
-            f"config.weight_decay = {decay!r} needs config.optimizer = 'adamw' "
-            f"(it is {config.optimizer!r})."
-        )
-    checker.one_of("loop", LOOPS)
-    checker.positive_int("batch_size")
-    checker.positive_int("eval_batch_size")
-    checker.positive_int("num_epochs")
-    checker.non_negative_int("seed")
-    checker.positive_int("checkpoints_to_keep")
 
 
-# --- Model and train state ---------------------------------------------------
+def shared(c: Config) -> dict[str, Any]:
+    """What every model with its own nodes takes: the activation, value node and dropout."""
+    return {"act": ACTIVATIONS[c.activation], "node": pc_node(c), "dropout_rate": c.dropout_rate}
 
 
-def create_model(
-    config: ml_collections.ConfigDict,
-) -> models.MLP | models.CNN | models.ResNet | models.ResidualMLP | models.FlaxCNN:
-    """The linen model that ``config.model`` names."""
-    if config.model == "flax_cnn":
-        return models.FlaxCNN()
-    common = {name: config[name] for name in models.SHARED_FIELDS if name != "num_classes"}
-    common["num_classes"] = input_pipeline.NUM_CLASSES
-    if config.model == "residual_mlp":
-        return models.ResidualMLP(
-            depth=config.depth,
-            width=config.width,
-            parameterization=config.parameterization,
-            **common,
-        )
-    if config.model == "resnet":
-        return models.ResNet(
-            stem_features=config.resnet_stem_features,
-            stage_features=tuple(config.resnet_stage_features),
-            blocks_per_stage=config.resnet_blocks_per_stage,
-            **common,
-        )
-    hidden_sizes = tuple(config.hidden_sizes)
-    if config.model == "cnn":
-        return models.CNN(
-            conv_features=tuple(config.conv_features), hidden_sizes=hidden_sizes, **common
-        )
-    return models.MLP(hidden_sizes=hidden_sizes, **common)
+#: ``config.model``: the model it names, built from the config ``c``; each is used
+#: as ``model.init(rngs, x, train=False)`` and ``model.apply(variables, x, train=...)``.
+MODELS: dict[str, Callable[[Config], Any]] = {
+    "mlp": lambda c: models.MLP(tuple(c.hidden_sizes), **shared(c)),
+    "cnn": lambda c: models.CNN(tuple(c.conv_features), tuple(c.hidden_sizes), **shared(c)),
+    "resnet": lambda c: models.ResNet(
+        c.resnet_stem_features,
+        tuple(c.resnet_stage_features),
+        c.resnet_blocks_per_stage,
+        **shared(c),
+    ),
+    "residual_mlp": lambda c: models.ResidualMLP(
+        c.depth, c.width, mupc=c.parameterization == "mupc", **shared(c)
+    ),
+    "flax_cnn": lambda c: models.WithNodes(models.FlaxCNN(), pc_node(c)),
+}
 
 
-def resolve_loop(config: ml_collections.ConfigDict) -> str:
-    """``'epoch'`` or ``'batch'``: ``config.loop``, with ``'auto'`` decided.
+def create_model(config: Config) -> Any:
+    """The model ``config.model`` names."""
+    return MODELS[config.model](config)
 
-    ``'auto'`` trains the conv models batch by batch on CPU, where XLA computes
-    a convolution's gradients far slower inside a ``lax.scan`` than outside
-    it (jax-ml/jax#12868), and everything else one ``lax.scan`` per epoch.
+
+def model_fields(config: Config) -> tuple[str, ...]:
+    """What defines the run's model, which a resume must keep: the data, and the
+    fields :func:`create_model` reads for ``config.model`` (found by reading them)."""
+    return ("dataset", *workdir_lib.fields_read(create_model, config))
+
+
+def validate_config(config: Config) -> None:
+    """Checks the fields only this example knows; raises :class:`ConfigError` on the first bad one.
+
+    flax_pc checks its own (``algorithm``, ``inference_steps``, ``tolerance``,
+    ``nudging``, ``value_init``, ``latent``) when the state is built.
     """
-    if config.loop != "auto":
-        return config.loop
-    on_cpu = jax.default_backend() == "cpu"
-    return "batch" if config.model in CONV_MODELS and on_cpu else "epoch"
+    check, model = FieldChecker(config), config.model
+    check.data_fields(input_pipeline.DATASETS)
+    check.one_of("model", MODELS)
+    check.sizes("hidden_sizes", required=model in ("mlp", "cnn"))
+    check.sizes("conv_features", required=model == "cnn")
+    check.sizes("resnet_stage_features", required=model == "resnet")
+    check.positive_int("resnet_stem_features", "resnet_blocks_per_stage", "width")
+    check.check("depth", isinstance(config.depth, int) and config.depth >= 2, "an int >= 2")
+    check.one_of("parameterization", ("standard", "mupc"))
+    check.requires(
+        "parameterization", config.parameterization == "standard" or model == "residual_mlp",
+        f"applies to model 'residual_mlp' only (this config's model is {model!r}); keep 'standard'",
+    )  # fmt: skip
+    check.one_of("activation", ACTIVATIONS)
+    check.fraction("dropout_rate", "node_momentum")
+    check.requires(
+        "dropout_rate", not config.dropout_rate or model != "flax_cnn",
+        "with model 'flax_cnn': Flax's CNN as Flax writes it has no dropout; use 0",
+    )  # fmt: skip
+    check.path("init_checkpoint")
+    check.one_of("output_energy", OUTPUT_ENERGIES)
+    check.positive_float("node_learning_rate", "value_init_stddev", "learning_rate")
+    check.one_of("optimizer", ("adam", "adamw"))
+    check.one_of("lr_schedule", ("constant", "cosine"))
+    check.non_negative_float("weight_decay")
+    check.requires(
+        "weight_decay", not config.weight_decay or config.optimizer == "adamw",
+        f"needs config.optimizer = 'adamw' (it is {config.optimizer!r})",
+    )  # fmt: skip
+    check.one_of("loop", ("auto", "epoch", "batch"))
+    check.positive_int("batch_size", "eval_batch_size", "num_epochs", "checkpoints_to_keep")
+    check.non_negative_int("seed")
 
 
-def model_apply(model: nn.Module, *, train: bool) -> Callable[..., Any]:
-    """``model.apply`` in training or evaluation mode (Flax's CNN has no ``train``)."""
-    if isinstance(model, models.FlaxCNN):
-        return model.apply
-    return functools.partial(model.apply, train=train)
-
-
-def training_apply(model: nn.Module, config: ml_collections.ConfigDict) -> Callable[..., Any]:
-    """The ``apply_fn`` PC trains: the model's own nodes, or ``with_nodes``' for Flax's CNN."""
-    if isinstance(model, models.FlaxCNN):
-        return fpc.with_nodes(
-            model.apply,
-            layers=(nn.Dense, nn.Conv),
-            value_init=config.node_init,
-            value_init_stddev=config.node_init_stddev,
-            latent=config.node_latent,
-        )
-    return model_apply(model, train=True)
-
-
-def create_optimizer(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> optax.GradientTransformation:
+def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     """The weight optimiser, with its learning-rate schedule."""
     learning_rate = config.learning_rate
-    if config.lr_schedule == "cosine":
-        # iPC updates the weights at every inference step.
-        per_batch = config.inference_steps if config.algorithm == "ipc" else 1
-        learning_rate = optax.cosine_decay_schedule(
-            config.learning_rate, decay_steps=config.num_epochs * steps_per_epoch * per_batch
-        )
+    if config.lr_schedule == "cosine":  # iPC takes a weight step at every inference step
+        steps = config.num_epochs * steps_per_epoch
+        steps *= config.inference_steps if config.algorithm == "ipc" else 1
+        learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps=steps)
     if config.optimizer == "adamw":
         return optax.adamw(learning_rate, weight_decay=config.weight_decay)
     return optax.adam(learning_rate)
 
 
-def create_train_state(
-    config: ml_collections.ConfigDict, rng: jax.Array, steps_per_epoch: int
-) -> fpc.PCTrainState:
-    """A fresh :class:`flax_pc.PCTrainState` for ``config``.
-
-    Args:
-      config: the hyperparameters.
-      rng: the key for the initial params (and nodes with ``node_init='normal'``).
-      steps_per_epoch: weight updates per epoch (for the learning-rate schedule).
-    """
+def create_train_state(config: Config, rng: jax.Array, steps_per_epoch: int) -> fpc.PCTrainState:
+    """A fresh :class:`flax_pc.PCTrainState`; ``rng`` draws the params (and nodes)."""
     model = create_model(config)
     params_rng, node_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
     # One compiled init instead of hundreds of eager ops: seconds less at start-up.
-    mode = {} if isinstance(model, models.FlaxCNN) else {"train": False}
-    init = jax.jit(lambda rngs: model.init(rngs, dummy, **mode))
-    variables = init({"params": params_rng, fpc.NODE_RNG: node_rng})
-    # The params train; the other collections but flax_pc's (BatchNorm's
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init({"params": params_rng, fpc.NODE_RNG: node_rng}, dummy)
+    # The params train; the other collections but the nodes (BatchNorm's
     # batch_stats) are the model state, updated by the feed-forward pass.
-    model_state = {
-        name: collection
-        for name, collection in variables.items()
-        if name not in ("params", fpc.NODES, fpc.ENERGIES)
-    }
-    momentum = config.node_momentum or None
-    inference = {
-        "node_tx": optax.sgd(config.node_learning_rate, momentum=momentum),
-        "tolerance": config.inference_tolerance,
+    model_state = {k: v for k, v in variables.items() if k not in ("params", fpc.NODES)}
+    inference = {  # backprop has no inference: algorithm='bp' takes neither
+        "node_tx": optax.sgd(config.node_learning_rate, momentum=config.node_momentum or None),
         "inference_steps": config.inference_steps,
-        "nudging": config.nudging,
     }
     return fpc.PCTrainState.create(
-        apply_fn=training_apply(model, config),
+        apply_fn=functools.partial(model.apply, train=True),
         params=variables["params"],
         model_state=model_state,
         tx=create_optimizer(config, steps_per_epoch),
         output_energy=OUTPUT_ENERGIES[config.output_energy],
         algorithm=config.algorithm,
-        **(inference if config.algorithm != "bp" else {}),  # backprop has no inference
+        tolerance=config.tolerance,
+        nudging=config.nudging,
+        **(inference if config.algorithm != "bp" else {}),
     )
-
-
-# --- Evaluation --------------------------------------------------------------
-
-
-def _pad_test_set(images: np.ndarray, labels: np.ndarray, eval_batch_size: int):
-    """Pads the test set to whole chunks of ``eval_batch_size``; returns a mask too."""
-    n = len(images)
-    chunk = min(eval_batch_size, n)
-    padded = -(-n // chunk) * chunk
-    pad = padded - n
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-    mask = np.arange(padded) < n
-    return (
-        images.reshape(-1, chunk, *images.shape[1:]),
-        labels.reshape(-1, chunk),
-        mask.reshape(-1, chunk),
-    )
-
-
-def eval_variables(state: fpc.PCTrainState) -> dict[str, Any]:
-    """The variables of the evaluation mode: the params and the model state."""
-    return {"params": state.params, **state.model_state}
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "output_energy"))
-def evaluate(variables, images, labels, mask, *, apply_fn, output_energy):
-    """Feed-forward accuracy and mean output energy on a chunked test set.
-
-    ``apply_fn`` is the model's evaluation mode (``model_apply(model,
-    train=False)``): no dropout, and BatchNorm with its running averages.
-    """
-
-    def chunk(batch):
-        x, y, m = batch
-        logits = apply_fn(variables, x)
-        targets = jax.nn.one_hot(y, logits.shape[-1])
-        correct = jnp.sum((jnp.argmax(logits, -1) == y) * m)
-        return correct, jnp.sum(output_energy(targets, logits) * m)
-
-    correct, loss = jax.lax.map(chunk, (images, labels, mask))
-    n = jnp.sum(mask)
-    return {"test_accuracy": jnp.sum(correct) / n, "test_loss": jnp.sum(loss) / n}
-
-
-def batch_loop_epoch(step, state, inputs, targets, rng, *, batch_size):
-    """``fpc.train_epoch`` as a Python loop over a jitted per-batch ``step``.
-
-    The same batches and keys (so the same result up to float rounding) and
-    the same stacked metrics; the data stays on the device and each batch is
-    gathered inside ``step``. For conv nets on CPU: XLA computes convolution
-    gradients inside a ``lax.scan`` on a slow path (jax-ml/jax#12868).
-
-    Args:
-      step: ``step(state, inputs, targets, indices, keys, i) -> (state, metrics)``,
-        jitted (see :func:`make_batch_step`).
-      state, inputs, targets, rng, batch_size: as for ``fpc.train_epoch``.
-    """
-    indices, keys = _epoch_batches(rng, inputs.shape[0], batch_size)
-    metrics = []
-    for i in range(indices.shape[0]):
-        state, batch_metrics = step(state, inputs, targets, indices, keys, i)
-        metrics.append(batch_metrics)
-    return state, _stack(metrics)
-
-
-_epoch_batches = jax.jit(fpc.epoch_batches, static_argnums=(1, 2))
-
-
-def _stack(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    return jax.tree_util.tree_map(lambda *m: jnp.stack(m), *metrics)
-
-
-def make_batch_step(batch_sharding: jax.sharding.Sharding | None = None):
-    """The jitted step of :func:`batch_loop_epoch`: gathers batch ``i``, trains on it.
-
-    Args:
-      batch_sharding: where the gathered batch lives (split over the devices).
-    """
-
-    def step(state, inputs, targets, indices, keys, i):
-        batch = (inputs[indices[i]], targets[indices[i]])
-        if batch_sharding is not None:
-            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return state.train_step(*batch, rng=keys[i])
-
-    return jax.jit(step, donate_argnames=("state",))
 
 
 @jax.jit
-def summarize_epoch(metrics):
-    """Reduces the per-batch metrics of an epoch to per-epoch means."""
+def summarize_epoch(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The per-batch metrics of an epoch as per-epoch means."""
     return {
         "train_energy": jnp.mean(metrics["energy"][:, -1]),
         "train_loss": jnp.mean(metrics["loss"]),
@@ -355,197 +168,92 @@ def summarize_epoch(metrics):
     }
 
 
-# --- The loop ----------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("predict", "batch_size"))
+def evaluate(state, test_set, *, predict, batch_size) -> dict[str, Any]:
+    """Feed-forward accuracy and mean output energy on the test set, ``batch_size`` at a time.
 
-
-def _format_epoch(record: dict[str, Any]) -> str:
-    return (
-        f"train energy {record['train_energy']:.4f}, train loss {record['train_loss']:.4f}, test "
-        f"accuracy {100 * record['test_accuracy']:.2f}%, test loss {record['test_loss']:.4f} "
-        f"({record['seconds']:.2f} s, {record['examples_per_second']:,.0f} examples/s)"
-    )
-
-
-def _progress_fields(record: dict[str, Any]) -> dict[str, str]:
-    return {
-        "energy": f"{record['train_energy']:.3f}",
-        "test_acc": f"{100 * record['test_accuracy']:.2f}%",
-    }
-
-
-def _check_finite(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
-    if config.algorithm == "bp":
-        advice = f"lower config.learning_rate (now {config.learning_rate})"
-    else:
-        advice = (
-            f"lower config.node_learning_rate (now {config.node_learning_rate}) or "
-            f"config.learning_rate (now {config.learning_rate})"
-        )
-    loop.check_finite(
-        record, {"train_loss": "train loss", "test_loss": "test loss"}, "training", advice
-    )
-
-
-def _describe(config: ml_collections.ConfigDict, params: Any, loop: str) -> str:
-    if config.model == "flax_cnn":
-        layers = "conv 32-64, dense 256-10 (Flax's MNIST CNN; value nodes by fpc.with_nodes)"
-    elif config.model == "resnet":
-        layers = (
-            f"stem {config.resnet_stem_features}, stages "
-            f"{'-'.join(map(str, config.resnet_stage_features))} x "
-            f"{config.resnet_blocks_per_stage} blocks"
-        )
-    elif config.model == "cnn":
-        layers = f"conv {'-'.join(map(str, config.conv_features))}, dense " + "-".join(
-            map(str, (*config.hidden_sizes, input_pipeline.NUM_CLASSES))
-        )
-    else:
-        layers = "-".join(map(str, (784, *config.hidden_sizes, input_pipeline.NUM_CLASSES)))
-    num_params = sum(p.size for p in jax.tree_util.tree_leaves(params))
-    return (
-        f"{config.model.upper()} {layers} ({num_params:,} params), algorithm "
-        f"{config.algorithm!r}, {config.inference_steps} inference steps, "
-        f"{'one lax.scan per epoch' if loop == 'epoch' else 'a jitted step per batch'} "
-        f"(loop {loop!r})"
-    )
-
-
-def _epoch_record(
-    epoch: int, summary: dict[str, Any], seconds: float, examples: int
-) -> dict[str, Any]:
-    """One line of ``metrics.jsonl``, from the host copy of the epoch's metrics."""
-    return {
-        "epoch": epoch,
-        "train_energy": float(summary["train_energy"]),
-        "train_loss": float(summary["train_loss"]),
-        "test_accuracy": float(summary["test_accuracy"]),
-        "test_loss": float(summary["test_loss"]),
-        "seconds": seconds,
-        "examples_per_second": examples / seconds,
-        "energy_per_step": [float(e) for e in summary["energy_per_step"]],
-        "node_energies": {k: float(v) for k, v in summary["node_energies"].items()},
-        "inference_steps": float(summary["inference_steps"]),
-    }
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> fpc.PCTrainState:
-    """Trains ``config``'s model for ``config.num_epochs``, evaluating after each epoch.
-
-    Resumes from the latest checkpoint in ``workdir`` if there is one.
-
-    Args:
-      config: the hyperparameters (see ``configs/default.py``).
-      workdir: where checkpoints, metrics, summaries and plots go.
-
-    Returns:
-      The final train state.
-
-    Raises:
-      ConfigError, records.WorkdirError, input_pipeline.DataError: before anything in
-        ``workdir`` is changed.
-      DivergedError: the energy became NaN or infinite (the checkpoint of the
-        last good epoch is kept).
+    ``predict`` is the model's evaluation mode: no dropout, BatchNorm's running averages.
     """
-    return loop.in_workdir(config, workdir, validate_config, _train_and_evaluate)
+    images, labels = test_set
+    variables = {"params": state.params, **state.model_state}
+    logits = jax.lax.map(lambda x: predict(variables, x[None])[0], images, batch_size=batch_size)
+    loss = state.output_energy(jax.nn.one_hot(labels, logits.shape[-1]), logits)
+    return {"test_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels), "test_loss": loss.mean()}
 
 
-def _train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir_path: pathlib.Path
-) -> fpc.PCTrainState:
-    """:func:`train_and_evaluate` in the workdir it holds."""
-    records.check_workdir(config, workdir_path)
-    if config.init_checkpoint:
-        records.check_init_checkpoint(config, pathlib.Path(config.init_checkpoint))
-
-    parallel = fpc.DataParallel.create()
-    splits, num_train = devices.load_splits(config, parallel.num_devices)
-    logging.info(
-        "%s: %d training and %d test images (%s).",
-        config.dataset,
-        num_train,
-        len(splits.test_images),
-        config.data_dir or ("synthetic" if config.dataset == "synthetic" else "TFDS"),
+def log_line(r: dict[str, Any]) -> str:
+    return (
+        f"train energy {r['train_energy']:.4f}, train loss {r['train_loss']:.4f}, test accuracy "
+        f"{100 * r['test_accuracy']:.2f}%, test loss {r['test_loss']:.4f} ({r['seconds']:.2f} s, "
+        f"{r['examples_per_second']:,.0f} examples/s)"
     )
 
-    init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
-    steps_per_epoch = num_train // config.batch_size
-    state = parallel.replicate(create_train_state(config, init_rng, steps_per_epoch))
-    loop_kind = resolve_loop(config)
-    logging.info(
-        "%s, on %s.",
-        _describe(config, state.params, loop_kind),
-        devices.describe(parallel.num_devices),
-    )
 
-    resumed = records.resume(
-        workdir_path, config, state, num_epochs=config.num_epochs, primary=devices.is_primary()
-    )
-    state, start_epoch, history = resumed.state, resumed.start_epoch, resumed.history
+def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
+    """Trains ``config``'s model to ``config.num_epochs``, resuming ``workdir``'s run if any.
 
-    # Each process puts its share of the training set on its devices.
-    train_labels = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
-    train_images, train_targets = parallel.shard(
-        (
-            devices.process_share(splits.train_images[:num_train]),
-            devices.process_share(train_labels[:num_train]),
-        )
-    )
-    test_set = parallel.replicate(
-        _pad_test_set(splits.test_images, splits.test_labels, config.eval_batch_size)
-    )
-    if loop_kind == "batch":
-        train_epoch = functools.partial(
-            batch_loop_epoch, make_batch_step(parallel.batch_sharding), batch_size=config.batch_size
-        )
-    else:
-        train_epoch = loop.jit_train_epoch(config.batch_size, parallel.batch_sharding)
-    eval_fn = functools.partial(
-        evaluate,
-        apply_fn=model_apply(create_model(config), train=False),
-        output_energy=state.output_energy,
-    )
-    examples_per_epoch = steps_per_epoch * config.batch_size
-    if config.init_checkpoint and not start_epoch:
-        state, epoch = records.load_trained(pathlib.Path(config.init_checkpoint), state)
-        before = devices.to_host(eval_fn(eval_variables(state), *test_set))
+    Bad input (a config field, the data, the workdir) raises one of
+    ``examples.common.cli.USER_ERRORS`` before anything in ``workdir`` changes.
+    """
+    validate_config(config)
+    with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
+        parallel = fpc.DataParallel.create()
+        splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)
+        init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
+        steps_per_epoch = num_train // config.batch_size
+        with workdir_lib.config_errors():  # flax_pc checks its own arguments here
+            state = parallel.replicate(create_train_state(config, init_rng, steps_per_epoch))
+        loop = loops.resolve(config.loop, conv=config.model in ("cnn", "resnet", "flax_cnn"))
+        params = jax.tree_util.tree_leaves(state.params)
         logging.info(
-            "Starting from the weights of %s (epoch %d): test accuracy %.2f%% before training.",
-            config.init_checkpoint,
-            epoch,
-            100 * float(before["test_accuracy"]),
+            f"{config.dataset}: {num_train} training and {len(splits.test_images)} test images. "
+            f"Model {config.model!r} ({sum(p.size for p in params):,} params), algorithm "
+            f"{config.algorithm!r}, {config.inference_steps} inference steps, loop {loop!r}, on "
+            f"{workdir_lib.describe_devices(parallel.num_devices)}."
+        )
+        init_epoch = 0
+        if config.init_checkpoint and not run.resuming:  # start from another run's weights
+            weights = {"params": state.params, "model_state": state.model_state}
+            weights, init_epoch = workdir_lib.load_init_checkpoint(config.init_checkpoint, weights)
+            state = state.replace(**weights)
+        state = run.resume(state)
+
+        # Each process puts its share of the training set on its devices.
+        one_hot = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
+        train_set = (splits.train_images[:num_train], one_hot[:num_train])
+        train_images, train_targets = parallel.shard(input_pipeline.process_share(train_set))
+        test_set = parallel.replicate((splits.test_images, splits.test_labels))
+        train_epoch = loops.make_train_epoch(loop, config.batch_size, parallel.batch_sharding)
+        predict = functools.partial(create_model(config).apply, train=False)
+        evaluate_state = functools.partial(
+            evaluate, test_set=test_set, predict=predict, batch_size=config.eval_batch_size
         )
 
-    def run_epoch(state, epoch):
-        start = time.perf_counter()
-        state, train_metrics = train_epoch(
-            state, train_images, train_targets, jax.random.fold_in(data_rng, epoch)
-        )
-        summary = devices.to_host(
-            {**summarize_epoch(train_metrics), **eval_fn(eval_variables(state), *test_set)}
-        )
-        return state, _epoch_record(epoch, summary, time.perf_counter() - start, examples_per_epoch)
+        if init_epoch:
+            accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
+            logging.info(
+                f"Starting from the weights of {config.init_checkpoint} (epoch {init_epoch}): "
+                f"test accuracy {100 * accuracy:.2f}% before training."
+            )
 
-    state = loop.train_epochs(
-        resumed._replace(state=state),
-        run_epoch,
-        log_line=_format_epoch,
-        progress_fields=_progress_fields,
-        check=lambda record: _check_finite(record, config),
-    )
+        def run_epoch(state, epoch):
+            rng = jax.random.fold_in(data_rng, epoch)
+            state, metrics = train_epoch(state, train_images, train_targets, rng)
+            return state, {**summarize_epoch(metrics), **evaluate_state(state)}
 
-    if not history:  # Nothing trained, or not process 0: evaluate the final state.
-        final = devices.to_host(eval_fn(eval_variables(state), *test_set))
-        accuracy = float(final["test_accuracy"])
-    else:
-        accuracy = history[-1]["test_accuracy"]
-        plots.plot_curves(
-            history,
-            workdir_path / "curves.png",
-            title=f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}",
+        rates = ["node_learning_rate"] * (config.algorithm != "bp") + ["learning_rate"]
+        advice = "lower " + " or ".join(f"config.{k} (now {config[k]})" for k in rates)
+        examples = steps_per_epoch * config.batch_size
+        state = run.train(
+            state, run_epoch, log_line=log_line, advice=advice, examples_per_epoch=examples
         )
-    logging.info(
-        "Final test accuracy: %.2f%% after %d epochs.",
-        100 * accuracy,
-        max(config.num_epochs, start_epoch),
-    )
+
+        if run.history:  # process 0, after training or in a finished workdir
+            accuracy = run.history[-1]["test_accuracy"]
+            title = f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}"
+            plots.plot_curves(run.history, run.path / "curves.png", title=title)
+        else:
+            accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
+        epochs = max(config.num_epochs, run.start_epoch)
+        logging.info("Final test accuracy: %.2f%% after %d epochs.", 100 * accuracy, epochs)
     return state
