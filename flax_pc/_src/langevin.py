@@ -1,13 +1,15 @@
 """Langevin inference: node steps with noise, so that inference samples instead of descending.
 
 :func:`langevin` is an optax transform for ``node_tx``. Its noise comes from
-the ``rng`` given to :func:`flax_pc.infer`, ``train_step`` or
-:func:`flax_pc.train_epoch`: flax_pc's inference loops pass every node update
-a ``key=`` extra argument (optax's ``GradientTransformationExtraArgs``
-convention, which ``optax.chain`` forwards and other transforms ignore). The
-key of step ``t`` is :func:`step_key` of the :data:`~flax_pc.NODE_RNG` key,
-derived so that it is independent of the keys the nodes'
-``value_init='normal'`` draws use.
+the ``rng`` given to :func:`flax_pc.infer`, ``train_step``,
+:func:`flax_pc.train_epoch` or :func:`flax_pc.infer_to_equilibrium`:
+flax_pc's inference loops pass every node update a ``key=`` extra argument
+(optax's ``GradientTransformationExtraArgs`` convention, which ``optax.chain``
+forwards and other transforms ignore). Step ``t``'s key is the
+:data:`~flax_pc.NODE_RNG` key folded with a constant and then with ``t``: a
+new key at every step, independent of the keys that the nodes'
+``value_init='normal'`` draws use. The same ``rng`` gives the same steps in
+``infer`` and ``infer_to_equilibrium``.
 """
 
 from __future__ import annotations
