@@ -13,10 +13,12 @@ from flax_pc import diagnostics, energies, nnx
 from flax_pc._src.auto_nodes import with_nodes
 from flax_pc._src.equilibrium import Equilibrium, GradientFlow, infer_to_equilibrium
 from flax_pc._src.inference import Energy, energy, infer, init_nodes, node_energies
+from flax_pc._src.langevin import langevin
 from flax_pc._src.loops import epoch_batches, train_epoch
 from flax_pc._src.mupc import ScaledDense, mupc_scalings
 from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, PCNode
 from flax_pc._src.parallel import DataParallel
+from flax_pc._src.terms import EnergyTerm
 from flax_pc._src.train_state import PCTrainState
 
 __version__ = "0.2.0"
@@ -25,6 +27,7 @@ __all__ = [
     "DataParallel",
     "ENERGIES",
     "Energy",
+    "EnergyTerm",
     "Equilibrium",
     "GradientFlow",
     "NODES",
@@ -39,6 +42,7 @@ __all__ = [
     "infer",
     "infer_to_equilibrium",
     "init_nodes",
+    "langevin",
     "mupc_scalings",
     "nnx",
     "node_energies",

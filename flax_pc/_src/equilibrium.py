@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from flax_pc import energies as _energies
-from flax_pc._src import inference
+from flax_pc._src import inference, langevin
 from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
 __all__ = ["Equilibrium", "GradientFlow", "infer_to_equilibrium"]
@@ -210,10 +210,11 @@ def infer_to_equilibrium(
     limit = -1.0 if tolerance is None else tolerance
     if isinstance(node_tx, GradientFlow):
         return _solve_flow(total, nodes, node_tx, tolerance, limit, max_steps)
-    return _while_loop(total, nodes, node_tx, limit, max_steps)
+    noise = langevin.noise_key(inference.as_rngs(rng))
+    return _while_loop(total, nodes, node_tx, limit, max_steps, noise)
 
 
-def _while_loop(total, nodes, node_tx, limit, max_steps) -> Equilibrium:
+def _while_loop(total, nodes, node_tx, limit, max_steps, noise) -> Equilibrium:
     gradient = jax.grad(total, has_aux=True)
     grads, start = gradient(nodes)
 
@@ -223,7 +224,8 @@ def _while_loop(total, nodes, node_tx, limit, max_steps) -> Equilibrium:
 
     def step(carry):
         nodes, opt_state, grads, _, step = carry
-        updates, opt_state = node_tx.update(grads, opt_state, nodes)
+        key = langevin.step_key(noise, step)
+        updates, opt_state = langevin.update_nodes(node_tx, grads, opt_state, nodes, key)
         nodes = optax.apply_updates(nodes, updates)
         grads, result = gradient(nodes)
         return nodes, opt_state, grads, result, step + 1

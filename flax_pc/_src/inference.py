@@ -32,6 +32,7 @@ from flax import traverse_util
 from flax.core import meta
 
 from flax_pc import energies as _energies
+from flax_pc._src import langevin
 from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, NewLatent
 from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
@@ -241,7 +242,7 @@ def init_nodes(
       inputs: a batch of inputs, ``[B, ...]``.
       model_state: the model's other collections, e.g. ``{'batch_stats': ...}``.
       rng: a key or ``{stream: key}`` (see :func:`as_rngs`), for nodes with
-        ``value_init='normal'`` (stream ``'pc_nodes'``) and for dropout.
+        ``value_init='normal'`` (stream ``'pc_noise'``) and for dropout.
 
     Returns:
       The :data:`~flax_pc.NODES` collection (``{}`` for a model without nodes).
@@ -461,7 +462,9 @@ def infer(
       node_tx: an optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
       inference_steps: ``T >= 0``, a Python int.
       rng: a key or ``{stream: key}``; the same keys at every step, so a
-        dropout layer keeps one mask and inference descends one energy.
+        dropout layer keeps one mask and inference descends one energy. A
+        ``node_tx`` that draws noise (:func:`~flax_pc.langevin`) gets a new
+        key at every step, made from the :data:`~flax_pc.NODE_RNG` key.
       unroll: ``lax.scan``'s ``unroll``: ``None`` (default: flax_pc chooses),
         ``True`` (every step), ``False``, or steps per loop iteration.
 
@@ -493,6 +496,19 @@ def infer(
     )  # fmt: skip
 
 
+def only_node_energies(total: Callable[[PyTree], tuple[Array, Energy]], nodes: PyTree) -> bool:
+    """Whether every energy the model sows belongs to a node of ``nodes``.
+
+    An energy sown by anything else (an :class:`~flax_pc.EnergyTerm`, or a
+    module of the user's) need not be zero at a forward initialisation, so
+    the first-step shortcut of :func:`run_inference` would be wrong there.
+    ``total`` is :func:`energy_of_nodes`; it is traced for shapes only.
+    """
+    sown = jax.eval_shape(lambda nodes: total(nodes)[1].nodes, nodes)
+    node_paths = {path.rpartition("/")[0] for path in traverse_util.flatten_dict(nodes, sep="/")}
+    return set(_flat_energies(sown)) <= node_paths
+
+
 def run_inference(
     apply_fn: ApplyFn,
     params: PyTree,
@@ -515,7 +531,13 @@ def run_inference(
     then zero, so ``dF/dv`` at the first step is that of the output energy
     alone, which reaches only the last hidden node, and the first step costs
     one backward pass through the output layer instead of a forward and a
-    backward pass through the whole network.
+    backward pass through the whole network. The shortcut is taken only where
+    it is exact: where, besides, every sown energy is a node's
+    (:func:`only_node_energies`; not with an :class:`~flax_pc.EnergyTerm`).
+
+    Every node update gets the step's noise key (``key=``, see
+    :mod:`flax_pc._src.langevin`) where ``rng`` holds a
+    :data:`~flax_pc.NODE_RNG` key.
     """
     inference_steps = check_steps(inference_steps)
     check_transform(node_tx, "node_tx")
@@ -527,10 +549,14 @@ def run_inference(
         output_energy=output_energy, model_state=model_state, rng=rngs,
     )  # fmt: skip
 
-    def step(carry, _):
+    noise = langevin.noise_key(rngs)
+
+    def step(carry, index):
         nodes, opt_state = carry
         grads, result = jax.grad(total, has_aux=True)(nodes)
-        updates, opt_state = node_tx.update(grads, opt_state, nodes)
+        updates, opt_state = langevin.update_nodes(
+            node_tx, grads, opt_state, nodes, langevin.step_key(noise, index)
+        )
         return (optax.apply_updates(nodes, updates), opt_state), result
 
     opt_state = node_tx.init(nodes)
@@ -539,9 +565,9 @@ def run_inference(
         shapes = jax.eval_shape(lambda n: total(n)[1], nodes)
         empty = jax.tree_util.tree_map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
         return nodes, empty
-    if not forward_initialized:
+    if not (forward_initialized and only_node_energies(total, nodes)):
         (nodes, _), energies = jax.lax.scan(
-            step, (nodes, opt_state), None, length=inference_steps, unroll=unroll
+            step, (nodes, opt_state), jnp.arange(inference_steps), unroll=unroll
         )
         return nodes, energies
 
@@ -553,10 +579,12 @@ def run_inference(
         return jnp.sum(per_example), (per_example, output)
 
     grads, (per_example, output) = jax.grad(output_total, has_aux=True)(nodes)
-    updates, opt_state = node_tx.update(grads, opt_state, nodes)
+    updates, opt_state = langevin.update_nodes(
+        node_tx, grads, opt_state, nodes, langevin.step_key(noise, 0)
+    )
     nodes = optax.apply_updates(nodes, updates)
     (nodes, _), rest = jax.lax.scan(
-        step, (nodes, opt_state), None, length=inference_steps - 1, unroll=unroll
+        step, (nodes, opt_state), jnp.arange(1, inference_steps), unroll=unroll
     )
     first = Energy(
         total=jnp.sum(per_example),

@@ -50,7 +50,8 @@ NODES = "pc_nodes"
 #: Collection into which each ``PCNode`` sows its per-example energy ``[B]``.
 ENERGIES = "pc_energies"
 #: The RNG stream of the nodes' own randomness: ``PCNode(value_init='normal')``
-#: draws its initial values from it. A bare key passed as ``rng`` feeds it.
+#: draws its initial values from it, :func:`~flax_pc.langevin` its noise.
+#: A bare key passed as ``rng`` feeds it.
 NODE_RNG = "pc_noise"
 
 __all__ = ["ENERGIES", "NODES", "NODE_RNG", "PCNode"]

@@ -13,7 +13,7 @@ from flax import struct
 from flax.training import train_state
 
 from flax_pc import energies as _energies
-from flax_pc._src import equilibrium, inference
+from flax_pc._src import equilibrium, inference, langevin
 from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
 
 __all__ = ["PCTrainState"]
@@ -226,10 +226,12 @@ class PCTrainState(train_state.TrainState):
         Args:
           inputs: ``[B, ...]``.
           targets: ``[B, *out_features]``, the shape of the model output.
-          rng: ``None``, a PRNG key (feeds the streams ``'pc_nodes'`` and
+          rng: ``None``, a PRNG key (feeds the streams ``'pc_noise'`` and
             ``'dropout'`` with keys derived from it) or a dict
             ``{stream: key}`` naming every stream the model draws from. The
-            same keys serve every pass of the batch (one dropout mask).
+            same keys serve every pass of the batch (one dropout mask); a
+            :func:`~flax_pc.langevin` ``node_tx`` draws new noise at every
+            step from the ``'pc_noise'`` key, and needs one.
 
         Returns:
           ``(new_state, metrics)``, where ``metrics['energy']`` is the
@@ -326,7 +328,8 @@ def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
         return result.total, result
 
     if state.algorithm == "ipc":
-        state, metrics = _ipc_step(state, nodes, total, grad_scale, loss, batch_size)
+        noise = langevin.noise_key(rngs)
+        state, metrics = _ipc_step(state, nodes, total, grad_scale, loss, batch_size, noise)
         return state.replace(model_state=model_state), metrics
 
     steps = state.inference_steps
@@ -378,14 +381,22 @@ def _bp_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
     return state.replace(model_state=_updated(state.model_state, collections)), metrics
 
 
-def _ipc_step(state: PCTrainState, nodes, total, grad_scale: float, loss: Array, batch_size: int):
-    """Incremental PC: ``T`` joint steps, both gradients taken at the same point."""
+def _ipc_step(
+    state: PCTrainState, nodes, total, grad_scale: float, loss: Array, batch_size: int, noise
+):
+    """Incremental PC: ``T`` joint steps, both gradients taken at the same point.
 
-    def step(carry, _):
+    ``noise``: ``langevin.noise_key`` of the batch's rngs, or ``None``.
+    """
+
+    def step(carry, index):
         state, nodes, node_opt_state = carry
         grads, result = jax.grad(total, argnums=(0, 1), has_aux=True)(state.params, nodes)
         param_grads, node_grads = grads
-        updates, node_opt_state = node_tx.update(node_grads, node_opt_state, nodes)
+        key = langevin.step_key(noise, index)
+        updates, node_opt_state = langevin.update_nodes(
+            node_tx, node_grads, node_opt_state, nodes, key
+        )
         nodes = optax.apply_updates(nodes, updates)
         state = state.apply_gradients(grads=_scale(param_grads, grad_scale))
         return (state, nodes, node_opt_state), result
@@ -395,8 +406,7 @@ def _ipc_step(state: PCTrainState, nodes, total, grad_scale: float, loss: Array,
     (state, nodes, _), trajectory = jax.lax.scan(
         step,
         init,
-        None,
-        length=state.inference_steps,
+        jnp.arange(state.inference_steps),
         unroll=inference.resolve_unroll(state.unroll, state.inference_steps),
     )
     _, final = total(state.params, nodes)
