@@ -505,7 +505,8 @@ def only_node_energies(total: Callable[[PyTree], tuple[Array, Energy]], nodes: P
     ``total`` is :func:`energy_of_nodes`; it is traced for shapes only.
     """
     sown = jax.eval_shape(lambda nodes: total(nodes)[1].nodes, nodes)
-    node_paths = {path.rpartition("/")[0] for path in traverse_util.flatten_dict(nodes, sep="/")}
+    # Keys joined as str: an NNX model's node paths hold ints (``nodes/0``).
+    node_paths = {"/".join(map(str, key[:-1])) for key in traverse_util.flatten_dict(nodes)}
     return set(_flat_energies(sown)) <= node_paths
 
 
