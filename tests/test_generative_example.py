@@ -135,10 +135,14 @@ def test_decode_is_the_feed_forward_pass_from_the_latent(generative_config):
     prior = train.models.prior_mean(3, config.latent_size)
     params = model.init(jax.random.key(0), prior)["params"]
     z = jax.random.normal(jax.random.key(1), prior.shape)
+
     # By hand: Dense on z, then tanh -> Dense per further layer.
-    h = z @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    def dense(i, h):
+        return h @ jnp.asarray(params[f"Dense_{i}"]["kernel"]) + params[f"Dense_{i}"]["bias"]
+
+    h = dense(0, z)
     for i in range(1, len(config.hidden_sizes) + 1):
-        h = jnp.tanh(h) @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
+        h = dense(i, jnp.tanh(h))
     expected = h
     decoded = train.models.decode(model, params, z)
     np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)
