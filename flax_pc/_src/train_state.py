@@ -32,7 +32,7 @@ class PCTrainState(train_state.TrainState):
        optimiser state re-initialised per batch), as one ``lax.scan``;
     3. one ``tx`` step on ``dF/dparams`` at the final nodes.
 
-    The energy is the total over the batch (see :mod:`flax_pc.inference`)::
+    The energy is the total over the batch::
 
         F = sum_b [ sum_l pi_l E_l(v_l^b, mu_l^b) + output_energy(y^b, out^b) ]
 
@@ -226,7 +226,7 @@ class PCTrainState(train_state.TrainState):
         Args:
           inputs: ``[B, ...]``.
           targets: ``[B, *out_features]``, the shape of the model output.
-          rng: ``None``, a PRNG key (feeds the streams ``'pc_nodes'`` and
+          rng: ``None``, a PRNG key (feeds the streams ``'pc_noise'`` and
             ``'dropout'`` with keys derived from it) or a dict
             ``{stream: key}`` naming every stream the model draws from. The
             same keys serve every pass of the batch (one dropout mask).
