@@ -5,8 +5,8 @@ Two failure modes of deep PC networks show in these numbers (Innocenti et al.,
 orders of magnitude below the last one's, :func:`energy_ratio`), and the
 inference landscape is ill-conditioned (the activity Hessian ``d2F/dv2`` has
 a large :func:`hessian_condition_number`, so gradient descent on the nodes
-needs many steps). The number of inference steps to converge is
-:attr:`flax_pc.Equilibrium.steps` (``metrics['inference_steps']`` of
+needs many steps). The number of inference steps to converge is the ``steps``
+of an :class:`~flax_pc.Equilibrium` (``metrics['inference_steps']`` of
 :class:`~flax_pc.PCTrainState` with a tolerance).
 """
 

@@ -47,7 +47,7 @@ def train_losses(state, x, y, steps):
     for _ in range(steps):
         state, metrics = step(state)
         losses.append(float(metrics["loss"]))
-        assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-5)
+        assert np.all(np.diff(np.asarray(metrics["energy"], np.float64)) <= 1e-5)
     return losses, metrics
 
 

@@ -131,7 +131,7 @@ def test_setup_style_model_and_a_tied_layer():
     nodes = fpc.init_nodes(auto, params, X)
     assert set(nodes["shared"]) == {"input", "input_1"}
     state, metrics = jax.jit(lambda s: s.train_step(X, Y))(_state(auto, params))
-    assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-6)
+    assert np.all(np.diff(np.asarray(metrics["energy"], np.float64)) <= 1e-6)
 
 
 def test_a_model_without_listed_layers_is_an_error():

@@ -1,5 +1,7 @@
 """ePC (PCNode(latent='error')): same equilibrium as PC, errors reach every layer at once."""
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +19,7 @@ DEPTH = 4
 class Chain(nn.Module):
     """A deep chain with a node after every hidden layer."""
 
-    latent: str = "value"
+    latent: Literal["value", "error"] = "value"
     activation: str = "linear"
 
     @nn.compact
@@ -50,7 +52,9 @@ def test_error_nodes_store_the_error_and_start_at_zero():
     # e = 0 gives the feed-forward network and zero hidden energies.
     y = jnp.ones((3, 2))
     result = fpc.energy(model.apply, params, initial.nodes, x, y)
-    np.testing.assert_allclose(result.output_prediction, model.apply({"params": params}, x))
+    np.testing.assert_allclose(
+        result.output_prediction, np.asarray(model.apply({"params": params}, x))
+    )
     np.testing.assert_allclose(result.per_example, result.output, rtol=1e-6)
 
 
@@ -115,4 +119,6 @@ def test_epc_trains_with_train_state(algorithm):
 
 def test_bad_latent():
     with pytest.raises(ValueError, match="latent must be 'value'.*or 'error'"):
-        fpc.PCNode(latent="errors").init(jax.random.key(0), jnp.ones((2, 3)))
+        fpc.PCNode(latent="errors").init(  # pyright: ignore[reportArgumentType]
+            jax.random.key(0), jnp.ones((2, 3))
+        )

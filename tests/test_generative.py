@@ -41,7 +41,7 @@ def test_masked_energy_ignores_masked_entries():
 def test_decoder_learns_and_fills_in_the_missing_half():
     from sklearn.datasets import load_digits  # not at import: sklearn takes seconds to load
 
-    images = load_digits().data.astype(np.float32) / 16.0
+    images = load_digits(return_X_y=True)[0].astype(np.float32) / 16.0
     order = np.random.default_rng(0).permutation(len(images))
     train, test = images[order[:1400]], images[order[1400:]]
     model = Decoder()

@@ -137,9 +137,9 @@ def test_decode_is_the_feed_forward_pass_from_the_latent(generative_config):
     params = model.init(jax.random.key(0), prior)["params"]
     z = jax.random.normal(jax.random.key(1), prior.shape)
     # By hand: Dense on z, then tanh -> Dense per further layer; Bernoulli logits to pixels.
-    h = z @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    h = z @ jnp.asarray(params["Dense_0"]["kernel"]) + params["Dense_0"]["bias"]
     for i in range(1, len(config.hidden_sizes) + 1):
-        h = jnp.tanh(h) @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
+        h = jnp.tanh(h) @ jnp.asarray(params[f"Dense_{i}"]["kernel"]) + params[f"Dense_{i}"]["bias"]
     expected = 1 / (1 + jnp.exp(-h))
     decoded = models.decode(model, params, z)
     np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)

@@ -50,8 +50,8 @@ def test_after_forward_init_hidden_energies_are_zero_and_total_is_output_loss():
     result = fpc.energy(model.apply, params, nodes, X, Y)
     for value in fpc.node_energies(result.nodes).values():
         np.testing.assert_array_equal(value, np.zeros(6))
-    out = model.apply({"params": params}, X)
-    loss = 0.5 * np.sum((np.asarray(Y) - np.asarray(out)) ** 2)
+    out = np.asarray(model.apply({"params": params}, X))
+    loss = 0.5 * np.sum((np.asarray(Y) - out) ** 2)
     np.testing.assert_allclose(result.total, loss, rtol=1e-6)
     np.testing.assert_allclose(result.output, 0.5 * np.sum((Y - out) ** 2, axis=-1), rtol=1e-6)
 
@@ -97,10 +97,10 @@ def test_linear_network_converges_to_the_closed_form_equilibrium():
     new_nodes, _ = fpc.infer(
         model.apply, params, nodes, X, Y, node_tx=optax.sgd(0.2), inference_steps=300
     )
-    k1, b1 = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]
-    k2, b2 = params["Dense_1"]["kernel"], params["Dense_1"]["bias"]
-    a = np.eye(5) + np.asarray(k2) @ np.asarray(k2).T
-    rhs = np.asarray(X @ k1 + b1 + (Y - b2) @ k2.T)
+    k1, b1 = (np.asarray(params["Dense_0"][name]) for name in ("kernel", "bias"))
+    k2, b2 = (np.asarray(params["Dense_1"][name]) for name in ("kernel", "bias"))
+    a = np.eye(5) + k2 @ k2.T
+    rhs = X @ k1 + b1 + (Y - b2) @ k2.T
     equilibrium = np.linalg.solve(a, rhs.T).T
     np.testing.assert_allclose(new_nodes["PCNode_0"]["value"], equilibrium, atol=1e-5)
 
@@ -185,4 +185,8 @@ def test_non_optax_node_tx():
     model, params = _setup()
     nodes = fpc.init_nodes(model.apply, params, X)
     with pytest.raises(TypeError, match="optax.GradientTransformation"):
-        fpc.infer(model.apply, params, nodes, X, Y, node_tx=0.1, inference_steps=2)
+        fpc.infer(
+            model.apply, params, nodes, X, Y,
+            node_tx=0.1,  # pyright: ignore[reportArgumentType]
+            inference_steps=2,
+        )  # fmt: skip

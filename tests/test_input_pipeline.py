@@ -85,12 +85,12 @@ def _corrupt_truncated_gzip(path):
     path.write_bytes(path.read_bytes()[:40])
 
 
-def _corrupt_magic(path):
+def _corrupt_magic(path: pathlib.Path) -> None:
     with gzip.open(path, "wb") as f:
         f.write(bytes([0, 0, 0x0D, 3]) + np.asarray((20, 28, 28), ">u4").tobytes() + bytes(15680))
 
 
-def _corrupt_size(path):
+def _corrupt_size(path: pathlib.Path) -> None:
     with gzip.open(path, "wb") as f:
         f.write(bytes([0, 0, 0x08, 3]) + np.asarray((20, 28, 28), ">u4").tobytes() + bytes(100))
 
@@ -142,6 +142,7 @@ def test_synthetic_is_fixed_and_learnable():
     assert np.mean(distances.argmin(1) == a.test_labels) > 0.9
 
 
+@pytest.mark.tensorflow
 def test_tfds_under_mock_data(monkeypatch):
     import tensorflow_datasets as tfds
 
@@ -156,6 +157,7 @@ def test_tfds_under_mock_data(monkeypatch):
     assert splits.train_labels.max() < 10
 
 
+@pytest.mark.tensorflow
 def test_tfds_without_data_or_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setattr(input_pipeline, "network_available", lambda: False)
     start = time.monotonic()

@@ -102,6 +102,7 @@ def finished(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow  # the TensorBoard summaries
 def test_documented_command_trains_and_saves_everything(finished):
     workdir, code, stderr = finished
     assert code == 0, stderr
@@ -382,6 +383,7 @@ def test_model_state_survives_checkpoint_and_resume(mnist_config, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_tfds_mnist_in_process(mnist_config, tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 

@@ -43,7 +43,7 @@ def test_forward_pass_matches_the_formula_by_hand():
         h = h + relu(h) @ kernel / math.sqrt(WIDTH * DEPTH)
     expected = relu(h) @ kernels[-1] / WIDTH
     output = model.apply({"params": params}, jnp.asarray(x, jnp.float32))
-    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(output), expected, rtol=1e-5, atol=1e-6)
     assert set(params["ScaledDense_0"]) == {"kernel"}  # μPC: no bias
 
 
@@ -56,7 +56,10 @@ def test_kernels_start_standard_normal_and_bias_is_optional():
     params = {"kernel": params["kernel"], "bias": jnp.full((400,), 2.0)}
     x = jax.random.normal(jax.random.key(2), (2, 300))
     np.testing.assert_allclose(
-        layer.apply({"params": params}, x), 0.5 * x @ params["kernel"] + 2.0, rtol=1e-5, atol=1e-5
+        np.asarray(layer.apply({"params": params}, x)),
+        0.5 * x @ params["kernel"] + 2.0,
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 

@@ -1,5 +1,8 @@
 """PCNode: modes from collections, initialisers, errors."""
 
+from collections.abc import Callable
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,13 +35,14 @@ def test_params_only_apply_is_the_plain_network():
         layer = params[f"Dense_{i}"]
         h = h @ np.asarray(layer["kernel"]) + np.asarray(layer["bias"])
         h = np.tanh(h) if i < 2 else h
-    np.testing.assert_allclose(model.apply({"params": params}, X), h, rtol=1e-5, atol=1e-6)
+    out = np.asarray(model.apply({"params": params}, X))
+    np.testing.assert_allclose(out, h, rtol=1e-5, atol=1e-6)
 
 
 def test_params_only_apply_accepts_any_batch_size():
     model = MLP()
     params = _params(model)
-    assert model.apply({"params": params}, jnp.ones((17, 4))).shape == (17, 3)
+    assert jnp.asarray(model.apply({"params": params}, jnp.ones((17, 4)))).shape == (17, 3)
 
 
 def test_forward_initialisation_sets_value_to_prediction():
@@ -48,10 +52,12 @@ def test_forward_initialisation_sets_value_to_prediction():
     boxed = variables[fpc.NODES]
     assert set(boxed) == {"PCNode_0", "PCNode_1"}
     # New values come boxed with how they were made; nn.meta.unbox gives the arrays.
-    assert isinstance(boxed["PCNode_0"]["value"], nodes_lib.NewLatent)
-    assert boxed["PCNode_0"]["value"].forward
+    new_value = boxed["PCNode_0"]["value"]
+    assert isinstance(new_value, nodes_lib.NewLatent)
+    assert new_value.forward
     nodes = nn.meta.unbox(boxed)
-    first = jnp.tanh(X @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    dense = {name: jnp.asarray(a) for name, a in params["Dense_0"].items()}
+    first = jnp.tanh(X @ dense["kernel"] + dense["bias"])
     np.testing.assert_allclose(nodes["PCNode_0"]["value"], first, rtol=1e-6)
     np.testing.assert_array_equal(out, model.apply({"params": params}, X))
 
@@ -87,12 +93,14 @@ def test_node_on_conv_feature_maps():
 
 
 class Initialised(nn.Module):
-    init: str
+    value_init: Literal["forward", "zeros", "normal"]
     precision: float = 1.0
 
     @nn.compact
     def __call__(self, x):
-        return fpc.PCNode(value_init=self.init, value_init_stddev=0.5, precision=self.precision)(x)
+        return fpc.PCNode(
+            value_init=self.value_init, value_init_stddev=0.5, precision=self.precision
+        )(x)
 
 
 def test_zeros_and_normal_initialisers():
@@ -118,7 +126,11 @@ def test_normal_initialiser_without_key_is_a_clear_error():
 
 def test_unknown_initialiser():
     with pytest.raises(ValueError, match="init must be one of"):
-        fpc.init_nodes(Initialised("uniform").apply, {}, jnp.ones((2, 3)))
+        fpc.init_nodes(
+            Initialised("uniform").apply,  # pyright: ignore[reportArgumentType]
+            {},
+            jnp.ones((2, 3)),
+        )
 
 
 def test_precision_scales_the_energy():
@@ -159,7 +171,9 @@ def test_forward_initialisation_continues_from_the_new_value():
     nodes = fpc.init_nodes(model.apply, params, x)
     # The upper node is initialised from the zeros below it, so its error is zero.
     np.testing.assert_allclose(
-        nodes["PCNode_1"]["value"], np.broadcast_to(params["Dense_1"]["bias"], (4, 2)), atol=1e-7
+        nodes["PCNode_1"]["value"],
+        np.broadcast_to(np.asarray(params["Dense_1"]["bias"]), (4, 2)),
+        atol=1e-7,
     )
     _, state = model.apply({"params": params, fpc.NODES: nodes}, x, mutable=[fpc.ENERGIES])
     np.testing.assert_array_equal(fpc.node_energies(state[fpc.ENERGIES])["PCNode_1"], np.zeros(4))
@@ -169,7 +183,7 @@ def test_forward_flag_needs_the_squared_error_energy():
     """The first-step shortcut assumes a zero energy gradient at v = mu."""
 
     class Custom(nn.Module):
-        energy: object = fpc.energies.squared_error
+        energy: Callable[[jax.Array, jax.Array], jax.Array] = fpc.energies.squared_error
 
         @nn.compact
         def __call__(self, x):

@@ -1,6 +1,7 @@
 """PCTrainState: the train step against the reference, compilation, checkpoints, training."""
 
 import warnings
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +20,10 @@ X = np.random.default_rng(0).standard_normal((16, 4), np.float32)
 Y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
 
 
-def _state(model=None, x=X, **kwargs):
+def _state(model=None, x: np.ndarray | jax.Array = X, **kwargs):
     model = model or MLP()
     params = model.init(jax.random.key(2), x)["params"]
-    options = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
     options.update(kwargs)
     return fpc.PCTrainState.create(apply_fn=model.apply, params=params, **options)
 
@@ -157,9 +158,9 @@ def test_digits_reaches_90_percent():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
+    images, labels = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.astype(np.float32) / 16.0, digits.target, test_size=0.25, random_state=0
+        images.astype(np.float32) / 16.0, labels, test_size=0.25, random_state=0
     )
     model = MLP(features=(64, 64), outputs=10)
     state = _state(
@@ -173,7 +174,7 @@ def test_digits_reaches_90_percent():
         for start in range(0, len(order) - batch + 1, batch):
             idx = order[start : start + batch]
             state, _ = step(state, x_train[idx], jax.nn.one_hot(y_train[idx], 10))
-    logits = model.apply({"params": state.params}, x_test)
+    logits = np.asarray(model.apply({"params": state.params}, x_test))
     accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
     assert accuracy >= 0.90, accuracy
 

@@ -12,14 +12,14 @@ runs until the nodes are at equilibrium, ``dF/dv = 0``, up to a tolerance:
 
 A ReLU network's energy has kinks (its gradient jumps where a unit switches),
 and at an equilibrium on a kink ``dF/dv`` does not vanish: inference then
-stalls at ``rms(dF/dv)`` of about the size of the jumps (seen at ~3e-3 on a
-small μPC network), so a tolerance below that runs to ``max_steps``. Smooth
-activations (tanh, gelu, silu) have no such floor.
+stalls at ``rms(dF/dv)`` of about the size of the jumps, so a tolerance below
+that runs to ``max_steps``. Smooth activations (tanh, gelu, silu) have no such
+floor.
 
 A ``lax.while_loop`` cannot be unrolled like :func:`flax_pc.infer`'s steps: on
 CPU a conv net's inference step is several times slower inside a loop
-(4.4-4.9x per batch for the CNN of benchmarks/README.md, jax-ml/jax#12868),
-so there a fixed ``T`` may cost less than inference to a tolerance.
+(jax-ml/jax#12868), so there a fixed ``T`` may cost less than inference to a
+tolerance.
 
 ``rms`` is the root mean square over every entry of every node of the batch;
 ``F`` is summed over the batch, so ``dF/dv`` is per example and the criterion
@@ -77,8 +77,6 @@ class GradientFlow:
     edge of its stability, where ``rms(dF/dv)`` hovers at about the
     controller's ``atol`` times the largest curvature of ``F``: give a
     ``tolerance`` well above ``atol`` (e.g. 10x) or the flow runs to ``t1``.
-    (Measured on a 3-node tanh network: Heun with ``rtol = atol = 1e-3`` stays
-    at ``rms = 1.3e-3`` until ``t1``; Tsit5 with ``1e-8`` reaches ``1e-6`` in 85 steps.)
 
     Example:
       >>> import flax_pc as fpc

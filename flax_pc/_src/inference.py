@@ -14,8 +14,9 @@ the batch size) and ``dF/dparams`` is the gradient of the batch-summed energy.
 Models with state and randomness: every function takes ``model_state`` (the
 model's non-param collections, e.g. ``{'batch_stats': ...}``; the model may
 update them in the call, and those updates are discarded here) and ``rng`` (a
-key, or a dict ``{stream: key}``; see :func:`~flax_pc.as_rngs`). Passing the same
-``rng`` to every call of one batch gives every call the same dropout mask.
+key, which feeds :data:`~flax_pc.NODE_RNG` and ``'dropout'``, or a dict ``{stream: key}``).
+Passing the same ``rng`` to every call of one batch gives every call the same
+dropout mask.
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ def resolve_unroll(unroll: int | bool | None, inference_steps: int) -> int | boo
     """The ``unroll`` of the inference loop's ``lax.scan``; ``None`` lets flax_pc choose.
 
     ``None`` unrolls every step: XLA:CPU computes convolution gradients inside
-    a loop several times slower than outside it (jax-ml/jax#12868), and
-    unrolling the few steps of a typical ``T`` costs nothing at run time on
-    CPU or GPU (see benchmarks/README.md).
+    a loop several times slower than outside it (jax-ml/jax#12868); the
+    measurements behind this choice are in benchmarks/README.md.
     """
     if unroll is None:
         return True
@@ -241,8 +241,8 @@ def init_nodes(
       params: the model's params.
       inputs: a batch of inputs, ``[B, ...]``.
       model_state: the model's other collections, e.g. ``{'batch_stats': ...}``.
-      rng: a key or ``{stream: key}`` (see :func:`as_rngs`), for nodes with
-        ``value_init='normal'`` (stream ``'pc_noise'``) and for dropout.
+      rng: a key or ``{stream: key}``, for nodes with ``value_init='normal'``
+        (stream :data:`~flax_pc.NODE_RNG`) and for dropout.
 
     Returns:
       The :data:`~flax_pc.NODES` collection (``{}`` for a model without nodes).

@@ -81,7 +81,8 @@ def train_epoch(
       batch_size: examples per batch, ``1 <= batch_size <= N``.
       shuffle: draw a new order of the examples from ``rng`` (else in order).
       rng_streams: the RNG streams the model draws from; default node
-        initialisation and Langevin noise (``'pc_noise'``) and ``'dropout'``.
+        initialisation and Langevin noise (``'pc_noise'``, :data:`~flax_pc.NODE_RNG`) and
+        ``'dropout'``.
       batch_sharding: where each gathered batch lives, e.g.
         :attr:`flax_pc.DataParallel.batch_sharding` to split every batch over
         the devices (static: list it in ``static_argnames``). Without it, XLA

@@ -62,7 +62,8 @@ def mupc_scalings(input_features: int, width: int, depth: int) -> MuPCScalings:
         ``L - 2`` residual blocks and the output layer.
 
     Returns:
-      :class:`MuPCScalings` ``(1/sqrt(D), 1/sqrt(N L), 1/N)``.
+      A named tuple ``(input, hidden, output)`` of the scales
+      ``(1/sqrt(D), 1/sqrt(N L), 1/N)``.
 
     Example:
       >>> import flax_pc as fpc

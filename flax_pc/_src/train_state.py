@@ -32,7 +32,7 @@ class PCTrainState(train_state.TrainState):
        optimiser state re-initialised per batch), as one ``lax.scan``;
     3. one ``tx`` step on ``dF/dparams`` at the final nodes.
 
-    The energy is the total over the batch (see :mod:`flax_pc.inference`)::
+    The energy is the total over the batch::
 
         F = sum_b [ sum_l pi_l E_l(v_l^b, mu_l^b) + output_energy(y^b, out^b) ]
 
