@@ -211,3 +211,19 @@ def test_depth_table_script_runs_end_to_end(tmp_path):
             assert np.isfinite(row["energy_ratio_first_last"])
     assert json.loads((tmp_path / "deep_pc.json").read_text()) == rows
     assert (tmp_path / "deep_pc.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_compile_time_script_runs(tmp_path):
+    from benchmarks import compile_time
+
+    report = compile_time.main(
+        ["--models", "mlp", "--steps", "4,40", "--max_unrolled", "4", "--repeats", "1",
+         "--run_models", "mlp", "--runs", "1", "--infer_steps", "50", "--out", str(tmp_path)]
+    )  # fmt: skip
+    short, long = report["rows"]
+    assert (short["default_unroll"], long["default_unroll"]) == (True, 1)
+    assert "unrolled_compile_s" in short and "unrolled_compile_s" not in long
+    assert long["default_over_rolled"] > 0 and long["default_ms_per_batch"] > 0
+    assert report["infer"]["energy_last"] < report["infer"]["energy_first"]
+    assert (tmp_path / "compile_time.json").exists()

@@ -552,7 +552,7 @@ def infer(
         in :func:`energy`.
       node_tx: an optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
       inference_steps: ``T >= 0``, a Python int.
-      rng: a key or ``{stream: key}``; the same keys at every step, so a
+      rng: a key (or int seed) or ``{stream: key}``; the same keys at every step, so a
         dropout layer keeps one mask and inference descends one energy.
       unroll: ``lax.scan``'s ``unroll``: ``None`` (default: every step
         unrolled for ``T <= 32``, a rolled loop beyond; see

@@ -17,7 +17,7 @@ __all__ = ["epoch_batches", "train_epoch"]
 
 
 def epoch_batches(
-    rng: Array, num_examples: int, batch_size: int, *, shuffle: bool = True
+    rng: Array | int, num_examples: int, batch_size: int, *, shuffle: bool = True
 ) -> tuple[Array, Array]:
     """The batches of an epoch of :func:`train_epoch`, and a key for each.
 
@@ -26,7 +26,7 @@ def epoch_batches(
     ``state.train_step(x[indices[i]], y[indices[i]], rng=keys[i])``.
 
     Args:
-      rng: the epoch's key (as given to ``train_epoch``).
+      rng: the epoch's key or int seed (as given to ``train_epoch``).
       num_examples: ``N``, the size of the data set.
       batch_size: examples per batch; the last ``N % batch_size`` are dropped.
       shuffle: a new order drawn from ``rng`` (else in order).
@@ -36,7 +36,7 @@ def epoch_batches(
       and one PRNG key per batch.
     """
     num_batches = num_examples // batch_size
-    order_key, batch_key = jax.random.split(rng)
+    order_key, batch_key = jax.random.split(as_key(rng, "rng"))
     if shuffle:
         order = jax.random.permutation(order_key, num_examples)
     else:
