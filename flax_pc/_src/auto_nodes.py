@@ -44,7 +44,7 @@ from typing import Any
 from flax import linen as nn
 
 from flax_pc._src import data_flow, user_warnings
-from flax_pc._src.nodes import NODES, PCNode, lifted_transforms
+from flax_pc._src.nodes import ENERGIES, NODES, PCNode, lifted_transforms
 from flax_pc._src.types import ApplyFn
 
 __all__ = ["with_nodes"]
@@ -56,6 +56,7 @@ DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
 _NODE_FIELDS = ("energy", "precision", "value_init", "value_init_stddev", "latent")
 _WRAPPED = "_flax_pc_with_nodes"  # marks a function that with_nodes returned
 _MAX_LISTED = 6  # layer paths named in a message, before "and N more"
+_MAX_CACHED = 32  # placements kept, one per input structure
 
 
 def with_nodes(
@@ -146,6 +147,8 @@ def with_nodes(
             found = data_flow.discover(apply_fn, args, kwargs, is_listed)
             _check_placement(found, layer_types)
             if key is not None:
+                if len(placements) >= _MAX_CACHED:
+                    placements.pop(next(iter(placements)))  # the oldest
                 placements[key] = found
         if found.skipped and not warned:
             warned.append(True)
@@ -240,8 +243,7 @@ def _excluded(module: nn.Module, patterns: tuple[str, ...]) -> bool:
 def _structure_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """What decides the placement: everything but flax_pc's own collections and
     which collections are mutable for flax_pc."""
-    variables = {k: v for k, v in dict(args[0]).items() if k not in (NODES,)}
-    variables.pop("pc_energies", None)
+    variables = {k: v for k, v in dict(args[0]).items() if k not in (NODES, ENERGIES)}
     rest = {k: v for k, v in kwargs.items() if k != "mutable"}
     mutable = data_flow.discovery_mutable(kwargs.get("mutable", False))
     mutable = mutable if mutable is True else tuple(mutable)

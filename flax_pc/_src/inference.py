@@ -54,15 +54,17 @@ def resolve_unroll(unroll: int | bool | None, inference_steps: int) -> int | boo
     (``unroll=1``) for ``T > 32``**, so compile time stays bounded whatever ``T``.
 
     Why: unrolled, XLA:CPU runs convolution gradients on its fast path (inside
-    a loop they are 4-12x slower, jax-ml/jax#12868), and a dense net's steps
-    run 0-20% faster; the compile costs at most 1.25x the rolled loop's up to
-    ``T = 32`` (3-layer MLP and CNN). Beyond that an unrolled loop's compile
-    time grows faster than ``T`` (1.6-2.5x at ``T = 64``, 2.6x at 128, 14 s at
-    256, 77 s at 512 against 0.5 s rolled; ``T = 4000`` did not compile in 14
-    minutes) while a dense net's rolled steps run as fast. A conv net on CPU
-    that needs ``T > 32`` steps and can afford the compile passes
-    ``unroll=True``. Figures: ``benchmarks/compile_time.py`` and
-    benchmarks/README.md ("Compile time and T").
+    a loop a conv net's inference step is 4-12x slower, jax-ml/jax#12868) and
+    a dense net's steps run 0-20% faster, while the compile costs 1.0-1.6x the
+    rolled loop's up to ``T = 32`` (3-layer MLP and CNN). Beyond that an
+    unrolled loop's compile time grows faster than ``T`` (MLP: 2.2x the rolled
+    loop at ``T = 128``, 7x at 256, 19x at 512, i.e. 18 s against 1 s;
+    ``T = 4000`` did not compile in 14 minutes) while a dense net's rolled
+    steps run as fast. With the rule the default compiles in at most 1.33x
+    the rolled loop's time at any ``T``. A conv net on CPU that needs
+    ``T > 32`` steps and can afford the compile passes ``unroll=True``.
+    Figures: ``benchmarks/compile_time.py``, benchmarks/README.md ("Compile
+    time and T").
     """
     if unroll is None:
         return True if inference_steps <= MAX_UNROLLED_STEPS else 1
