@@ -230,3 +230,18 @@ def test_nnx_step_script_trains_every_variant_to_the_linen_weights(tmp_path):
         # The same maths on the same batches: float32 rounding at most.
         assert row["max_weight_difference"] <= 1e-6
     assert json.loads((tmp_path / "nnx_step.json").read_text()) == result
+
+
+def test_compile_time_script_runs(tmp_path):
+    from benchmarks import compile_time
+
+    report = compile_time.main(
+        ["--models", "mlp", "--steps", "4,40", "--max_unrolled", "4", "--repeats", "1",
+         "--run_models", "mlp", "--runs", "1", "--infer_steps", "50", "--out", str(tmp_path)]
+    )  # fmt: skip
+    short, long = report["rows"]
+    assert (short["default_unroll"], long["default_unroll"]) == (True, 1)
+    assert "unrolled_compile_s" in short and "unrolled_compile_s" not in long
+    assert long["default_over_rolled"] > 0 and long["default_ms_per_batch"] > 0
+    assert report["infer"]["energy_last"] < report["infer"]["energy_first"]
+    assert (tmp_path / "compile_time.json").exists()

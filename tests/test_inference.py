@@ -10,6 +10,7 @@ from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
+from flax_pc._src import inference
 
 # NumPy constants: no JAX computation (and compilation) when the tests are collected.
 X = np.random.default_rng(0).standard_normal((6, 4), np.float32)
@@ -103,6 +104,55 @@ def test_linear_network_converges_to_the_closed_form_equilibrium():
     rhs = X @ k1 + b1 + (Y - b2) @ k2.T
     equilibrium = np.linalg.solve(a, rhs.T).T
     np.testing.assert_allclose(new_nodes["PCNode_0"]["value"], equilibrium, atol=1e-5)
+
+
+def test_the_default_unroll_rule():
+    # unroll=None: every step unrolled up to T = 32, a rolled loop beyond (compile
+    # time bounded whatever T; figures in benchmarks/README.md).
+    assert [inference.resolve_unroll(None, t) for t in (0, 1, 4, 32)] == [True] * 4
+    assert [inference.resolve_unroll(None, t) for t in (33, 512, 4000)] == [1] * 3
+    assert inference.resolve_unroll(False, 4) is False
+    assert inference.resolve_unroll(8, 4000) == 8
+
+
+def test_four_thousand_inference_steps_reach_the_closed_form_equilibrium():
+    # The equilibrium check the field uses: T = 4000 compiles as one rolled loop.
+    model, params = _setup(features=(5,), activation="linear")
+    nodes = fpc.init_nodes(model.apply, params, X)
+    new_nodes, energies = jax.jit(
+        lambda n: fpc.infer(
+            model.apply, params, n, X, Y, node_tx=optax.sgd(0.01), inference_steps=4000
+        )
+    )(nodes)
+    assert energies.total.shape == (4000,)
+    assert np.all(np.diff(np.asarray(energies.total)) <= 1e-5)
+    k1, b1 = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]
+    k2, b2 = params["Dense_1"]["kernel"], params["Dense_1"]["bias"]
+    a = np.eye(5) + np.asarray(k2) @ np.asarray(k2).T
+    rhs = np.asarray(X @ k1 + b1 + (Y - b2) @ k2.T)
+    equilibrium = np.linalg.solve(a, rhs.T).T
+    np.testing.assert_allclose(new_nodes["PCNode_0"]["value"], equilibrium, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [32, 33])
+def test_unrolled_and_rolled_loops_agree(steps):
+    model, params = _setup()
+    nodes = _perturbed(fpc.init_nodes(model.apply, params, X))
+    run = {
+        unroll: fpc.infer(
+            model.apply,
+            params,
+            nodes,
+            X,
+            Y,
+            node_tx=optax.sgd(0.1),
+            inference_steps=steps,
+            unroll=unroll,
+        )  # fmt: skip
+        for unroll in (None, True, False)
+    }
+    for unroll in (True, False):
+        assert_trees_close(run[None], run[unroll], rtol=1e-5, atol=1e-6)
 
 
 def test_zero_inference_steps_gives_backprop_on_the_last_layer_only():

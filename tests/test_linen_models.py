@@ -402,12 +402,22 @@ def test_vmap_members_equal_unrolled_members():
         )  # fmt: skip
 
 
-def test_energies_with_the_stack_axis_last_are_an_error():
-    misplaced = Ensemble(size=2, energies_axis=1)
-    params = misplaced.init(jax.random.key(1), X)["params"]
-    nodes = fpc.init_nodes(misplaced.apply, params, X)
-    with pytest.raises(ValueError, match="shape \\(8, 2\\).*stacking axis first"):
-        fpc.energy(misplaced.apply, params, nodes, X, Y)
+def test_energies_stacked_on_any_axis_give_the_same_energy():
+    # The box PCNode sows inside a transform records where the batch axis went,
+    # so the members' energies may be stacked last ([B, members]), even when the
+    # batch and the stack have one size (where a shape alone could not tell).
+    for size, x in ((2, X), (8, X)):
+        first, last = Ensemble(size=size, energies_axis=0), Ensemble(size=size, energies_axis=1)
+        params = first.init(jax.random.key(1), x)["params"]
+        nodes = jax.tree_util.tree_map(
+            lambda v: v + 0.1, fpc.init_nodes(first.apply, params, x)
+        )  # off their predictions: every member's energy counts
+        a = fpc.energy(first.apply, params, nodes, x, Y)
+        b = fpc.energy(last.apply, params, nodes, x, Y)
+        np.testing.assert_allclose(b.per_example, a.per_example, rtol=1e-6)
+        assert b.nodes["members"]["PCNode_0"]["energy"][0].shape == (size, 8)  # batch last
+        by_hand = 0.5 * 0.1**2 * WIDTH * size  # each member's node is 0.1 off in every unit
+        np.testing.assert_allclose(b.per_example - b.output, by_hand, rtol=1e-4)
 
 
 # --- Misuse and naming -----------------------------------------------------------

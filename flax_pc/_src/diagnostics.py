@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 from flax_pc import energies as _energies
 from flax_pc._src import inference
-from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
 __all__ = ["activity_hessian", "energy_ratio", "hessian_condition_number", "layer_energies"]
 
@@ -61,10 +61,10 @@ def activity_hessian(
     apply_fn: ApplyFn,
     params: PyTree,
     nodes: PyTree,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
-    output_energy: EnergyFn = _energies.squared_error,
+    output_energy: OutputEnergyFn = _energies.squared_error,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
 ) -> Array:

@@ -41,7 +41,7 @@ import optax
 
 from flax_pc import energies as _energies
 from flax_pc._src import inference, langevin
-from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
 __all__ = ["Equilibrium", "GradientFlow", "infer_to_equilibrium"]
 
@@ -155,13 +155,13 @@ def infer_to_equilibrium(
     apply_fn: ApplyFn,
     params: PyTree,
     nodes: PyTree,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     node_tx: optax.GradientTransformation | GradientFlow,
     tolerance: float | None,
     max_steps: int,
-    output_energy: EnergyFn = _energies.squared_error,
+    output_energy: OutputEnergyFn = _energies.squared_error,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
 ) -> Equilibrium:

@@ -33,9 +33,9 @@ from flax import traverse_util
 from flax.core import meta
 
 from flax_pc import energies as _energies
-from flax_pc._src import langevin
-from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, NewLatent
-from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src import batches, langevin, lost_nodes
+from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, NewLatent, StackedEnergy
+from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
 __all__ = ["Energy", "energy", "infer", "init_nodes", "node_energies"]
 
@@ -44,15 +44,25 @@ __all__ = ["Energy", "energy", "infer", "init_nodes", "node_energies"]
 RNG_STREAMS: tuple[str, ...] = (NODE_RNG, "dropout")
 
 
+#: The most inference steps that ``unroll=None`` unrolls (see :func:`resolve_unroll`).
+MAX_UNROLLED_STEPS = 32
+
+
 def resolve_unroll(unroll: int | bool | None, inference_steps: int) -> int | bool:
     """The ``unroll`` of the inference loop's ``lax.scan``; ``None`` lets flax_pc choose.
 
-    ``None`` unrolls every step: XLA:CPU computes convolution gradients inside
-    a loop several times slower than outside it (jax-ml/jax#12868); the
-    measurements behind this choice are in benchmarks/README.md.
+    The rule for ``None``: **every step unrolled for ``T <= 32``, a rolled loop
+    (``unroll=1``) for ``T > 32``**, so compile time stays bounded whatever ``T``.
+    Unrolled, XLA:CPU runs convolution gradients on its fast path (inside a
+    loop they are several times slower, jax-ml/jax#12868) for a compile that
+    costs little more than the rolled loop's up to ``T = 32``; beyond that an
+    unrolled loop's compile time grows faster than ``T`` while a rolled loop's
+    stays flat. A conv net on CPU that needs ``T > 32`` steps and can afford
+    the compile passes ``unroll=True``. The figures are in benchmarks/README.md
+    ("Compile time and T"), from ``benchmarks/compile_time.py``.
     """
     if unroll is None:
-        return True
+        return True if inference_steps <= MAX_UNROLLED_STEPS else 1
     return check_unroll(unroll)
 
 
@@ -64,17 +74,18 @@ class Energy(NamedTuple):
         output (the quantity whose gradients PC follows).
       per_example: ``[B]``, the total per example.
       nodes: the :data:`~flax_pc.ENERGIES` collection: each ``PCNode``'s
-        ``[B]`` energy (``[L, B]`` for a node stacked by ``nn.scan``), as sown
-        (see :func:`node_energies` for a flat dict).
+        ``[B]`` energy (``[*stacked, B]``, batch axis last, for a node in
+        ``nn.scan``/``nn.vmap``), as sown (see :func:`node_energies` for a flat dict).
       output: ``[B]``, ``output_energy(targets, output)``.
-      output_prediction: the model's output, ``[B, *out_features]``.
+      output_prediction: the model's output, ``[B, *out_features]`` (any
+        pytree the model returns).
     """
 
     total: Array
     per_example: Array
     nodes: PyTree
     output: Array
-    output_prediction: Array
+    output_prediction: PyTree
 
 
 class InitialNodes(NamedTuple):
@@ -111,9 +122,30 @@ def as_rngs(rng: RNG | None, streams: Sequence[str] = RNG_STREAMS) -> dict[str, 
     if rng is None:
         return None
     if isinstance(rng, Mapping):
-        return dict(rng)
-    keys = jax.random.split(rng, len(streams))
+        return {stream: as_key(key, f"rng[{stream!r}]") for stream, key in rng.items()}
+    keys = jax.random.split(as_key(rng, "rng"), len(streams))
     return {stream: keys[i] for i, stream in enumerate(streams)}
+
+
+def as_key(rng: Any, name: str) -> Array:
+    """A PRNG key from a key or an int seed (``0``: ``jax.random.key(0)``, as ``nnx.Rngs(0)``)."""
+    if isinstance(rng, bool):
+        raise TypeError(
+            f"{name} must be a PRNG key (jax.random.key(0)) or an int seed, got {rng!r}."
+        )
+    if isinstance(rng, int):
+        return jax.random.key(rng)
+    shape, dtype = jnp.shape(rng), getattr(rng, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return rng
+    if dtype is not None and jnp.issubdtype(dtype, jnp.integer) and shape == ():
+        return jax.random.key(rng)  # a seed, e.g. a traced int
+    if dtype == jnp.uint32 and shape == (2,):
+        return rng  # a raw key of jax.random.PRNGKey
+    raise TypeError(
+        f"{name} must be one PRNG key, jax.random.key(0), or an int seed; got "
+        f"{type(rng).__name__} of shape {tuple(shape)}."
+    )
 
 
 def check_model_state(model_state: Any) -> dict[str, PyTree]:
@@ -154,7 +186,7 @@ def _quoted(message: str, after: str) -> str:
 def apply_model(
     apply_fn: ApplyFn,
     params: PyTree,
-    inputs: Array,
+    inputs: PyTree,
     *,
     nodes: PyTree = None,
     model_state: Mapping[str, PyTree] | None = None,
@@ -207,16 +239,22 @@ def apply_model(
 def initialize(
     apply_fn: ApplyFn,
     params: PyTree,
-    inputs: Array,
+    inputs: PyTree,
     *,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
 ) -> InitialNodes:
-    """:func:`init_nodes`, and whether every node was forward initialised."""
-    _, collections = apply_model(
-        apply_fn, params, inputs, model_state=check_model_state(model_state),
-        rngs=as_rngs(rng), mutable=[NODES],
-    )  # fmt: skip
+    """:func:`init_nodes`, and whether every node was forward initialised.
+
+    Raises if a ``PCNode`` sits in a lifted transform that would drop its value
+    (see :func:`~flax_pc._src.lost_nodes.no_node_lost`).
+    """
+    with lost_nodes.no_node_lost():
+        # ENERGIES mutable too: a transform that does not carry it shows it here.
+        _, collections = apply_model(
+            apply_fn, params, inputs, model_state=check_model_state(model_state),
+            rngs=as_rngs(rng), mutable=[NODES, ENERGIES],
+        )  # fmt: skip
     boxed = collections.get(NODES, {})
     leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda leaf: isinstance(leaf, NewLatent))
     forward = bool(leaves) and all(isinstance(v, NewLatent) and v.forward for v in leaves)
@@ -226,7 +264,7 @@ def initialize(
 def init_nodes(
     apply_fn: ApplyFn,
     params: PyTree,
-    inputs: Array,
+    inputs: PyTree,
     *,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
@@ -239,10 +277,11 @@ def init_nodes(
     Args:
       apply_fn: the model's ``apply``.
       params: the model's params.
-      inputs: a batch of inputs, ``[B, ...]``.
+      inputs: a batch of inputs, ``[B, ...]``, or any pytree of such arrays
+        (the model's one input argument).
       model_state: the model's other collections, e.g. ``{'batch_stats': ...}``.
-      rng: a key or ``{stream: key}``, for nodes with ``value_init='normal'``
-        (stream :data:`~flax_pc.NODE_RNG`) and for dropout.
+      rng: a key, an int seed or ``{stream: key}``, for nodes with
+        ``value_init='normal'`` (stream :data:`~flax_pc.NODE_RNG`) and for dropout.
 
     Returns:
       The :data:`~flax_pc.NODES` collection (``{}`` for a model without nodes).
@@ -250,13 +289,25 @@ def init_nodes(
     return initialize(apply_fn, params, inputs, model_state=model_state, rng=rng).nodes
 
 
-def check_targets(targets: Array, output: Any) -> None:
-    """Raises unless ``targets`` has the shape of the model's ``output``."""
-    if not hasattr(output, "shape"):
-        raise TypeError(
-            f"The model returned {type(output).__name__}; flax_pc needs the model to return "
-            "one array, the output layer's prediction."
-        )
+#: The energies of :mod:`flax_pc.energies` that compare two arrays of one shape.
+BUILT_IN_ENERGIES = (_energies.squared_error, _energies.cross_entropy, _energies.bernoulli)
+
+
+def check_targets(targets: PyTree, output: Any) -> None:
+    """Raises unless ``targets`` and the model's ``output`` are arrays of one shape.
+
+    The check of the built-in output energies; a custom ``output_energy``
+    receives targets and output as they are.
+    """
+    for name, value in (("model returned", output), ("targets are", targets)):
+        if not hasattr(value, "shape"):
+            raise TypeError(
+                f"The {name} a {batches.describe(value)}, but the built-in output energies "
+                "compare one output array with one target array. Pass an output_energy that "
+                "picks them, e.g. output_energy=lambda targets, output: "
+                "fpc.energies.cross_entropy(targets, output[0]) for a model that returns "
+                "(logits, extras)."
+            )
     if targets.shape != output.shape:
         hint = ""
         if targets.ndim == output.ndim - 1 and jnp.issubdtype(targets.dtype, jnp.integer):
@@ -270,27 +321,61 @@ def check_targets(targets: Array, output: Any) -> None:
         )
 
 
+def output_energy_of(
+    output_energy: OutputEnergyFn, targets: PyTree, output: Any, batch_size: int
+) -> Array:
+    """``output_energy(targets, output)``, ``[B]``, checked.
+
+    The built-in energies first check that targets and output are arrays of
+    one shape (:func:`check_targets`); any energy must return ``[B]``.
+    """
+    if output_energy in BUILT_IN_ENERGIES:
+        check_targets(targets, output)
+    per_example = output_energy(targets, output)
+    if jnp.shape(per_example) != (batch_size,):
+        raise ValueError(
+            f"output_energy(targets, output) returned shape {tuple(jnp.shape(per_example))}; "
+            f"it must return one energy per example, [B] = [{batch_size}] (sum over the "
+            "output's features)."
+        )
+    return per_example
+
+
 def _per_example(leaf: Array, batch_size: int, path: str) -> Array:
-    """A sown energy ``[*stack, B]`` summed over its stacking axes: ``[B]``."""
+    """A sown energy ``[*stacked, B]`` (batch axis last) summed over its stacked axes: ``[B]``."""
     if leaf.ndim == 1 and leaf.shape[0] == batch_size:
         return leaf
     if leaf.ndim == 0 or leaf.shape[-1] != batch_size:
         raise ValueError(
-            f"The energy sown by the PCNode at {path} has shape {tuple(leaf.shape)}; flax_pc "
-            f"expects [B] = [{batch_size}], or [L, ..., B] for a node under nn.scan/nn.vmap. "
-            f"Put the stacking axis first: variable_axes={{{ENERGIES!r}: 0, ...}}."
+            f"The energy sown by the PCNode at {path} has shape {tuple(leaf.shape)}, with "
+            f"{leaf.shape[-1] if leaf.ndim else 'no'} entries on its batch axis; the batch "
+            f"has {batch_size} examples. (Its energy function must return [B]; an energy "
+            "sown outside a PCNode is not flax_pc's.)"
         )
     return jnp.sum(leaf.reshape(-1, batch_size), axis=0)
+
+
+def batch_last(sown: PyTree) -> PyTree:
+    """The sown :data:`~flax_pc.ENERGIES` with each node's batch axis last: ``[*stacked, B]``.
+
+    Energies sown inside a lifted transform come boxed with the position of
+    their batch axis (``StackedEnergy``); the others are ``[B]`` already.
+    """
+    return jax.tree_util.tree_map(
+        lambda leaf: leaf.batch_last() if isinstance(leaf, StackedEnergy) else leaf,
+        sown,
+        is_leaf=lambda leaf: isinstance(leaf, StackedEnergy),
+    )
 
 
 def energy(
     apply_fn: ApplyFn,
     params: PyTree,
     nodes: PyTree,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
-    output_energy: EnergyFn = _energies.squared_error,
+    output_energy: OutputEnergyFn = _energies.squared_error,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
 ) -> Energy:
@@ -305,11 +390,15 @@ def energy(
       apply_fn: the model's ``apply``.
       params: the model's params.
       nodes: the :data:`~flax_pc.NODES` collection, from :func:`init_nodes`.
-      inputs: ``[B, ...]``.
-      targets: ``[B, *out_features]``, the same shape as the model output.
-      output_energy: ``energy(targets, output) -> [B]``.
+      inputs: ``[B, ...]``, or any pytree of arrays sharing the leading batch
+        axis ``B`` (the model's one input argument: a tuple, a dict).
+      targets: ``[B, *out_features]``, the shape of the model output (for the
+        built-in energies), or any pytree ``output_energy`` takes.
+      output_energy: ``energy(targets, output) -> [B]``; a custom one receives
+        targets and the model's output as they are (e.g. ``lambda y, out:
+        fpc.energies.cross_entropy(y, out[0])`` for a model returning a tuple).
       model_state: the model's other collections (their updates are discarded).
-      rng: a key or ``{stream: key}`` for the model's random layers (dropout).
+      rng: a key (or int seed) or ``{stream: key}`` for the model's random layers (dropout).
 
     Returns:
       An :class:`Energy`.
@@ -331,14 +420,13 @@ def energy(
       >>> bool(jnp.allclose(e.total, e.output.sum()))  # forward init: no hidden error
       True
     """
+    batch_size = batches.check_batch(inputs, targets)
     output, collections = apply_model(
         apply_fn, params, inputs, nodes=nodes, model_state=check_model_state(model_state),
         rngs=as_rngs(rng), mutable=[ENERGIES],
     )  # fmt: skip
-    check_targets(targets, output)
-    sown = collections.get(ENERGIES, {})
-    out_energy = output_energy(targets, output)
-    batch_size = out_energy.shape[0]
+    sown = batch_last(collections.get(ENERGIES, {}))
+    out_energy = output_energy_of(output_energy, targets, output, batch_size)
     per_example = out_energy
     for path, leaf in _flat_energies(sown).items():
         per_example = per_example + _per_example(leaf, batch_size, path)
@@ -366,22 +454,22 @@ def node_energies(sown: PyTree) -> dict[str, Array]:
     """Flattens the sown :data:`~flax_pc.ENERGIES` collection to ``{path: [B]}``.
 
     ``path`` is the node's module path, e.g. ``'PCNode_0'`` or
-    ``'Block_1/PCNode_0'``. A node stacked by ``nn.scan`` (energy ``[L, B]``)
-    is summed over its stack.
+    ``'Block_1/PCNode_0'``. A node stacked by ``nn.scan``/``nn.vmap`` (energy
+    ``[L, B]``, or ``[B, T]`` for ``nn.RNN``'s time axis) is summed over its stack.
     """
     return {
         path: leaf if leaf.ndim <= 1 else jnp.sum(leaf.reshape(-1, leaf.shape[-1]), axis=0)
-        for path, leaf in _flat_energies(sown).items()
+        for path, leaf in _flat_energies(batch_last(sown)).items()
     }
 
 
 def energy_of_nodes(
     apply_fn: ApplyFn,
     params: PyTree,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
-    output_energy: EnergyFn = _energies.squared_error,
+    output_energy: OutputEnergyFn = _energies.squared_error,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
 ) -> Callable[[PyTree], tuple[Array, Energy]]:
@@ -438,12 +526,12 @@ def infer(
     apply_fn: ApplyFn,
     params: PyTree,
     nodes: PyTree,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     node_tx: optax.GradientTransformation,
     inference_steps: int,
-    output_energy: EnergyFn = _energies.squared_error,
+    output_energy: OutputEnergyFn = _energies.squared_error,
     model_state: Mapping[str, PyTree] | None = None,
     rng: RNG | None = None,
     unroll: int | bool | None = None,
@@ -461,12 +549,14 @@ def infer(
         in :func:`energy`.
       node_tx: an optax transform for the nodes, e.g. ``optax.sgd(0.01)``.
       inference_steps: ``T >= 0``, a Python int.
-      rng: a key or ``{stream: key}``; the same keys at every step, so a
-        dropout layer keeps one mask and inference descends one energy. A
-        ``node_tx`` that draws noise (:func:`~flax_pc.langevin`) gets a new
-        key at every step, made from the :data:`~flax_pc.NODE_RNG` key.
-      unroll: ``lax.scan``'s ``unroll``: ``None`` (default: flax_pc chooses),
-        ``True`` (every step), ``False``, or steps per loop iteration.
+      rng: a key (or int seed) or ``{stream: key}``; the same keys at every
+        step, so a dropout layer keeps one mask and inference descends one
+        energy. A ``node_tx`` that draws noise (:func:`~flax_pc.langevin`)
+        gets a new key at every step, made from the :data:`~flax_pc.NODE_RNG` key.
+      unroll: ``lax.scan``'s ``unroll``: ``None`` (default: every step
+        unrolled for ``T <= 32``, a rolled loop beyond; see
+        ``inference.resolve_unroll``), ``True`` (every step), ``False``, or
+        steps per loop iteration.
 
     Returns:
       ``(nodes, energies)``: the nodes after ``T`` steps, and the
@@ -514,12 +604,12 @@ def run_inference(
     apply_fn: ApplyFn,
     params: PyTree,
     nodes: PyTree,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     node_tx: optax.GradientTransformation,
     inference_steps: int,
-    output_energy: EnergyFn,
+    output_energy: OutputEnergyFn,
     model_state: Mapping[str, PyTree] | None,
     rng: RNG | None,
     unroll: int | bool | None,
@@ -572,11 +662,13 @@ def run_inference(
         )
         return nodes, energies
 
+    batch_size = batches.check_batch(inputs, targets)
+
     def output_total(nodes):
         output, _ = apply_model(
             apply_fn, params, inputs, nodes=nodes, model_state=model_state, rngs=rngs
         )
-        per_example = output_energy(targets, output)
+        per_example = output_energy_of(output_energy, targets, output, batch_size)
         return jnp.sum(per_example), (per_example, output)
 
     grads, (per_example, output) = jax.grad(output_total, has_aux=True)(nodes)

@@ -8,15 +8,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flax_pc._src.inference import RNG_STREAMS, as_rngs
+from flax_pc._src import batches
+from flax_pc._src.inference import RNG_STREAMS, as_key, as_rngs
 from flax_pc._src.train_state import PCTrainState
-from flax_pc._src.types import Array
+from flax_pc._src.types import Array, PyTree
 
 __all__ = ["epoch_batches", "train_epoch"]
 
 
 def epoch_batches(
-    rng: Array, num_examples: int, batch_size: int, *, shuffle: bool = True
+    rng: Array | int, num_examples: int, batch_size: int, *, shuffle: bool = True
 ) -> tuple[Array, Array]:
     """The batches of an epoch of :func:`train_epoch`, and a key for each.
 
@@ -25,7 +26,7 @@ def epoch_batches(
     ``state.train_step(x[indices[i]], y[indices[i]], rng=keys[i])``.
 
     Args:
-      rng: the epoch's key (as given to ``train_epoch``).
+      rng: the epoch's key or int seed (as given to ``train_epoch``).
       num_examples: ``N``, the size of the data set.
       batch_size: examples per batch; the last ``N % batch_size`` are dropped.
       shuffle: a new order drawn from ``rng`` (else in order).
@@ -35,7 +36,7 @@ def epoch_batches(
       and one PRNG key per batch.
     """
     num_batches = num_examples // batch_size
-    order_key, batch_key = jax.random.split(rng)
+    order_key, batch_key = jax.random.split(as_key(rng, "rng"))
     if shuffle:
         order = jax.random.permutation(order_key, num_examples)
     else:
@@ -46,9 +47,9 @@ def epoch_batches(
 
 def train_epoch(
     state: PCTrainState,
-    inputs: Array,
-    targets: Array,
-    rng: Array,
+    inputs: PyTree,
+    targets: PyTree,
+    rng: Array | int,
     *,
     batch_size: int,
     shuffle: bool = True,
@@ -74,9 +75,10 @@ def train_epoch(
 
     Args:
       state: the train state.
-      inputs: the whole training set, ``[N, ...]``, ideally already on device.
-      targets: ``[N, *out_features]``.
-      rng: PRNG key; split into the shuffling key and one key per batch,
+      inputs: the whole training set, ``[N, ...]`` (or any pytree of arrays
+        sharing the leading axis ``N``), ideally already on device.
+      targets: ``[N, *out_features]`` (or any pytree of arrays ``[N, ...]``).
+      rng: PRNG key (or int seed); split into the shuffling key and one key per batch,
         from which each of ``rng_streams`` gets its own key for that batch.
       batch_size: examples per batch, ``1 <= batch_size <= N``.
       shuffle: draw a new order of the examples from ``rng`` (else in order).
@@ -93,26 +95,22 @@ def train_epoch(
       over the batches (leading axis ``N // batch_size``).
     """
     # Host arrays (numpy) too: indexing them with traced indices needs jax arrays.
-    inputs, targets = jnp.asarray(inputs), jnp.asarray(targets)
-    num_examples = inputs.shape[0]
-    if targets.shape[0] != num_examples:
-        raise ValueError(
-            f"inputs hold {num_examples} examples but targets hold {targets.shape[0]}."
-        )
+    inputs, targets = batches.as_arrays(inputs), batches.as_arrays(targets)
+    num_examples = batches.check_batch(inputs, targets)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if batch_size > num_examples:
         raise ValueError(
             f"batch_size {batch_size} is larger than the data set ({num_examples} examples)."
         )
-    batches, batch_keys = epoch_batches(rng, num_examples, batch_size, shuffle=shuffle)
+    order, batch_keys = epoch_batches(as_key(rng, "rng"), num_examples, batch_size, shuffle=shuffle)
 
     def step(state, batch):
         indices, key = batch
         rngs = as_rngs(key, rng_streams)
-        batch = (inputs[indices], targets[indices])
+        batch = jax.tree_util.tree_map(lambda data: data[indices], (inputs, targets))
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return state.train_step(*batch, rng=rngs)
 
-    return jax.lax.scan(step, state, (batches, batch_keys))
+    return jax.lax.scan(step, state, (order, batch_keys))

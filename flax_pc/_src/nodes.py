@@ -26,10 +26,14 @@ In a call that records no energies, a node without a stored value while
 others have one (e.g. only the top latent of a decoder is given) passes its
 prediction on, as in a params-only call.
 
-Under a lifted transform (``nn.scan``, ``nn.vmap``) list :data:`~flax_pc.NODES` and
-:data:`~flax_pc.ENERGIES` in ``variable_axes`` with the stacking axis **first**
-(``variable_axes={'params': 0, NODES: 0, ENERGIES: 0}``): the sown energies
-are then ``[L, B]``, and flax_pc sums them over ``L``.
+Under a lifted transform (``nn.scan``, ``nn.RNN``, ``nn.vmap``) list
+:data:`~flax_pc.NODES` and :data:`~flax_pc.ENERGIES` in ``variable_axes``, on
+any axis (``variable_axes={'params': 0, NODES: 0, ENERGIES: 0}`` for a stack of
+layers, ``nn.RNN(cell, variable_axes={NODES: 1, ENERGIES: 1})`` for a node per
+time step of a batch-major sequence): a node there sows its energy in a box
+that records where the batch axis went, and flax_pc sums it over the stacked
+axes. A transform that does not carry both collections would drop the node;
+:func:`flax_pc.init_nodes` (and so ``train_step``) raises an error that names it.
 """
 
 from __future__ import annotations
@@ -95,9 +99,68 @@ class NewLatent(struct.PyTreeNode, meta.AxisMetadata[Array]):
         return self
 
 
+class StackedEnergy(struct.PyTreeNode, meta.AxisMetadata[Array]):
+    """The energy a ``PCNode`` sows inside a lifted transform, and where its batch axis is.
+
+    ``nn.scan``, ``nn.vmap`` (and ``nn.RNN``, a scan) stack what is sown along
+    the axis their ``variable_axes`` give :data:`ENERGIES` and tell the box
+    (``add_axis``), as they tell ``nn.Partitioned``; so ``[B]`` becomes
+    ``[L, B]`` (axis 0) or ``[B, T]`` (axis 1) and the box knows which is which.
+
+    Attributes:
+      value: the sown energy, ``[B]`` plus the stacked axes.
+      batch_axis: the position of the batch axis in ``value``.
+    """
+
+    value: Array
+    batch_axis: int = struct.field(pytree_node=False, default=0)
+
+    def unbox(self) -> Array:
+        return self.value
+
+    def replace_boxed(self, val: Any) -> StackedEnergy:
+        return self.replace(value=val)
+
+    def add_axis(self, index: int, params: dict) -> StackedEnergy:
+        index %= self.value.ndim  # ``value`` holds the new axis already
+        return self.replace(batch_axis=self.batch_axis + (index <= self.batch_axis))
+
+    def remove_axis(self, index: int, params: dict) -> StackedEnergy:
+        index %= self.value.ndim  # ``value`` still holds the axis
+        return self.replace(batch_axis=self.batch_axis - (index < self.batch_axis))
+
+    def batch_last(self) -> Array:
+        """``value`` with the batch axis moved last: ``[*stacked, B]``."""
+        return jnp.moveaxis(self.value, self.batch_axis, -1)
+
+
 def module_path(module: nn.Module) -> str:
     """``'Block_0/PCNode_1'``: where ``module`` sits in the model, for error messages."""
     return "/".join(module.scope.path) if module.scope is not None else "<unbound>"
+
+
+def lifted_transforms(module: nn.Module) -> tuple[str, ...]:
+    """The lifted transforms ``module`` is called in, outermost first (``()`` for none).
+
+    Linen runs the body of ``nn.scan``, ``nn.vmap``, ``nn.remat``, ``nn.jit``, ...
+    in a new root scope whose debug path names the transform: ``'scan(Cell_0)'``,
+    ``'remat(scan(Block_0))'``; a module outside them has a root with no path.
+    """
+    scope = module.scope
+    if scope is None:
+        return ()
+    while scope.parent is not None:
+        scope = scope.parent
+    names: list[str] = []
+    for part in scope.debug_path:  # 'remat(scan(Block_0))': remat inside scan
+        inner_first = []
+        while "(" in part:
+            name, part = part.split("(", 1)
+            inner_first.append(name)
+        names.extend(reversed(inner_first))
+    if scope.debug_path and not names:
+        names.append("lifted transform")
+    return tuple(names)
 
 
 class PCNode(nn.Module):
@@ -207,8 +270,16 @@ class PCNode(nn.Module):
             )
         value = self._value(latent, prediction)
         node_energy = self.energy(value, prediction)
+        if jnp.shape(node_energy) != prediction.shape[:1]:
+            raise ValueError(
+                f"PCNode at {module_path(self)}: its energy returned shape "
+                f"{tuple(jnp.shape(node_energy))}; an energy returns one number per example, "
+                f"[B] = {prediction.shape[:1]} (sum over the features)."
+            )
         if self.precision != 1.0:
             node_energy = self.precision * node_energy
+        if lifted_transforms(self):  # the transform stacks it: keep track of the batch axis
+            node_energy = StackedEnergy(node_energy)
         self.sow(ENERGIES, "energy", node_energy)
         return value
 

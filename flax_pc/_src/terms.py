@@ -15,7 +15,7 @@ import jax
 from flax import linen as nn
 
 from flax_pc import energies as _energies
-from flax_pc._src.nodes import ENERGIES, module_path
+from flax_pc._src.nodes import ENERGIES, NODES, module_path
 from flax_pc._src.types import Array, EnergyFn
 
 __all__ = ["EnergyTerm"]
@@ -93,7 +93,8 @@ class EnergyTerm(nn.Module):
                 f"{getattr(value, 'shape', None)} but prediction has shape "
                 f"{getattr(prediction, 'shape', None)}; they must match."
             )
-        if self.is_initializing() or not self.is_mutable_collection(ENERGIES):
+        # Energies are recorded in the energy pass only, not where nodes are made.
+        if not self.is_mutable_collection(ENERGIES) or self.is_mutable_collection(NODES):
             return
         term = self.energy(value, prediction)
         if isinstance(self.precision, jax.Array) or self.precision != 1.0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -13,8 +12,16 @@ from flax import struct
 from flax.training import train_state
 
 from flax_pc import energies as _energies
-from flax_pc._src import equilibrium, inference, langevin
-from flax_pc._src.types import RNG, ApplyFn, Array, EnergyFn, PyTree
+from flax_pc._src import (
+    batches,
+    equilibrium,
+    inference,
+    langevin,
+    named_axes,
+    step_metrics,
+    user_warnings,
+)
+from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
 __all__ = ["PCTrainState"]
 
@@ -77,7 +84,9 @@ class PCTrainState(train_state.TrainState):
       model_state: the model's non-param collections (see above); ``{}`` for
         a model without any.
       unroll: ``lax.scan``'s ``unroll`` for the inference loop (see
-        :func:`flax_pc.infer`); ``None`` lets flax_pc choose.
+        :func:`flax_pc.infer`); ``None`` lets flax_pc choose: every step
+        unrolled for ``T <= 32``, a rolled loop beyond (the rule and its
+        measurements: ``inference.resolve_unroll``, benchmarks/README.md).
       tolerance: ``None`` (run ``inference_steps`` steps), or inference to
         equilibrium (:func:`flax_pc.infer_to_equilibrium`): stop once
         ``rms(dF/dv) <= tolerance``, after ``inference_steps`` steps at most.
@@ -85,18 +94,27 @@ class PCTrainState(train_state.TrainState):
         runs to equilibrium (to its ``t1`` without a tolerance). Then
         ``metrics['energy']`` is ``[2]`` (before and after inference) and
         ``metrics['inference_steps']`` the steps taken; ``'pc'`` only.
+      axis_name: ``None``, or the name of the device axis of ``jax.pmap`` /
+        ``jax.shard_map`` over which the batch is split: every device then takes
+        the weight step of the whole batch's energy (the sum over devices of
+        each device's gradient, the step one device takes on the whole batch)
+        and the metrics are the whole batch's. A model's
+        ``BatchNorm(axis_name=...)`` of the same axis trains this way.
+        (:class:`~flax_pc.DataParallel` needs none: ``jax.jit`` sums over
+        the devices by itself.)
     """
 
     node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = struct.field(
         pytree_node=False
     )
     inference_steps: int = struct.field(pytree_node=False)
-    output_energy: EnergyFn = struct.field(pytree_node=False)
+    output_energy: OutputEnergyFn = struct.field(pytree_node=False)
     algorithm: Algorithm = struct.field(pytree_node=False)
     nudging: float | None = struct.field(pytree_node=False, default=None)
     model_state: PyTree = struct.field(default_factory=dict)
     unroll: int | bool | None = struct.field(pytree_node=False, default=None)
     tolerance: float | None = struct.field(pytree_node=False, default=None)
+    axis_name: str | None = struct.field(pytree_node=False, default=None)
 
     @classmethod
     def create(
@@ -107,12 +125,13 @@ class PCTrainState(train_state.TrainState):
         tx: optax.GradientTransformation,
         node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = None,
         inference_steps: int | None = None,
-        output_energy: EnergyFn = _energies.squared_error,
+        output_energy: OutputEnergyFn = _energies.squared_error,
         algorithm: Algorithm = "pc",
         nudging: float | None = None,
         model_state: Mapping[str, PyTree] | None = None,
         unroll: int | bool | None = None,
         tolerance: float | None = None,
+        axis_name: str | None = None,
         **kwargs: Any,
     ) -> PCTrainState:
         """Creates a state with ``step=0`` and ``tx.init(params)``.
@@ -139,6 +158,8 @@ class PCTrainState(train_state.TrainState):
             ``lax.while_loop``, which cannot be unrolled: give no ``unroll`` then.
           tolerance: ``None`` or a number > 0: inference to equilibrium (see
             the class doc).
+          axis_name: ``None``, or the device axis of ``jax.pmap`` /
+            ``jax.shard_map`` that splits the batch (see the class doc).
         """
         inference.check_transform(tx, "tx")
         if algorithm not in ALGORITHMS:
@@ -195,6 +216,13 @@ class PCTrainState(train_state.TrainState):
                 "algorithm='ipc' takes one weight step per inference step; with "
                 "inference_steps=0 it would never learn. Use inference_steps >= 1."
             )
+        axis_name = named_axes.check_axis_name(axis_name)
+        if axis_name is not None and to_equilibrium:
+            raise ValueError(
+                "axis_name with inference to equilibrium (a tolerance or a GradientFlow) is not "
+                "supported: each device would stop at its own step. Use a fixed "
+                "inference_steps (tolerance=None and an optax node_tx)."
+            )
         if nudging is not None:
             if isinstance(nudging, bool) or not isinstance(nudging, (int, float)):
                 raise TypeError(f"nudging must be a float beta or None, got {nudging!r}.")
@@ -212,6 +240,7 @@ class PCTrainState(train_state.TrainState):
             model_state=inference.check_model_state(model_state),
             unroll=unroll,
             tolerance=tolerance,
+            axis_name=axis_name,
             **kwargs,
         )
         # A strongly typed step: the state that comes out of a jitted step has
@@ -219,17 +248,21 @@ class PCTrainState(train_state.TrainState):
         return state.replace(step=jnp.zeros((), jnp.int32))
 
     def train_step(
-        self, inputs: Array, targets: Array, rng: RNG | None = None
+        self, inputs: PyTree, targets: PyTree, rng: RNG | None = None
     ) -> tuple[PCTrainState, dict[str, Any]]:
         """One batch of training; call it under ``jax.jit``.
 
         Args:
-          inputs: ``[B, ...]``.
-          targets: ``[B, *out_features]``, the shape of the model output.
-          rng: ``None``, a PRNG key (feeds the streams ``'pc_noise'`` and
-            ``'dropout'`` with keys derived from it) or a dict
-            ``{stream: key}`` naming every stream the model draws from. The
-            same keys serve every pass of the batch (one dropout mask); a
+          inputs: ``[B, ...]``, or any pytree of arrays (NumPy's too) sharing
+            the leading batch axis ``B``, e.g. a tuple ``(tokens, lengths)`` or
+            a dict: the model's one input argument.
+          targets: ``[B, *out_features]``, the shape of the model output (for
+            the built-in output energies), or any pytree of arrays ``[B, ...]``
+            that a custom ``output_energy(targets, output)`` takes.
+          rng: ``None``, a PRNG key or an int seed (feeds the streams
+            ``'pc_noise'`` and ``'dropout'`` with keys derived from it), or a
+            dict ``{stream: key}`` naming every stream the model draws from.
+            The same keys serve every pass of the batch (one dropout mask); a
             :func:`~flax_pc.langevin` ``node_tx`` draws new noise at every
             step from the ``'pc_noise'`` key, and needs one.
 
@@ -237,20 +270,28 @@ class PCTrainState(train_state.TrainState):
           ``(new_state, metrics)``, where ``metrics['energy']`` is the
           batch-mean total energy at every inference step, ``[T + 1]``
           (before the first step ... after the last);
+          ``metrics['energy_rose']``, a bool scalar: ``True`` when an
+          inference step raised that energy by more than 1e-4 of
+          ``energy[0]`` (the node step is too large; see
+          ``step_metrics.energy_rose``; ``False`` for ``'bp'``);
           ``metrics['node_energies']``, ``{path: scalar}``, the batch-mean
           energy of each node after inference; ``metrics['loss']``, the
           batch-mean output energy of the feed-forward prediction;
           ``metrics['inference_steps']``, the node steps taken (``T``; 0 for
-          ``'bp'``). With a ``tolerance`` see the class doc.
+          ``'bp'``). Means are over the true batch size (with ``axis_name``,
+          the whole batch over every device). With a ``tolerance`` see the
+          class doc.
         """
-        return _train_step(self, jnp.asarray(inputs), jnp.asarray(targets), inference.as_rngs(rng))
+        return _train_step(
+            self, batches.as_arrays(inputs), batches.as_arrays(targets), inference.as_rngs(rng)
+        )
 
 
 def _warn_no_nodes() -> None:
-    warnings.warn(
-        "PCTrainState: the model has no flax_pc.PCNode, so train_step is plain backprop "
-        "of output_energy (add fpc.PCNode() after hidden layers for predictive coding).",
-        stacklevel=5,
+    user_warnings.warn(
+        "PCTrainState: the model has no value nodes (flax_pc.PCNode), so train_step is plain "
+        "backprop of output_energy. Put fpc.PCNode() after hidden layers, or wrap the "
+        "apply_fn in fpc.with_nodes."
     )
 
 
@@ -275,29 +316,29 @@ def _scale(tree: PyTree, factor: float) -> PyTree:
     return jax.tree_util.tree_map(lambda g: g * factor, tree)
 
 
-def _metrics(
-    energies: Array, final: inference.Energy, loss: Array, batch_size: int, steps: Any
-) -> dict[str, Any]:
-    """``energies``: the totals before each step; ``steps``: the node steps taken."""
-    energy = jnp.concatenate([energies, final.total[None]]) / batch_size
-    node_energies = inference.node_energies(final.nodes)
-    return {
-        "energy": energy,
-        "node_energies": {name: jnp.mean(value) for name, value in node_energies.items()},
-        "loss": loss,
-        "inference_steps": jnp.asarray(steps, jnp.int32),
-    }
-
-
 def _updated(model_state: dict[str, PyTree], collections: dict[str, PyTree]) -> dict[str, PyTree]:
     """``model_state`` with the collections the model returned."""
     return {name: collections.get(name, value) for name, value in model_state.items()}
 
 
-def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
-    batch_size = inputs.shape[0]
+def _nudged(state: PCTrainState, output: PyTree, targets: PyTree) -> PyTree:
+    """The output nudged towards the targets: ``out - beta * (out - y)``, held fixed."""
+    assert state.nudging is not None
+    beta = state.nudging
+    if jax.tree_util.tree_structure(output) != jax.tree_util.tree_structure(targets):
+        raise ValueError(
+            "nudging moves the output towards the targets, so targets must have the "
+            f"structure of the model's output: got targets {batches.describe(targets)} for "
+            f"an output {batches.describe(output)}."
+        )
+    nudged = jax.tree_util.tree_map(lambda out, y: out - beta * (out - y), output, targets)
+    return jax.lax.stop_gradient(nudged)
+
+
+def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
+    batch_size = batches.check_batch(inputs, targets)
     if state.algorithm == "bp":
-        return _bp_step(state, inputs, targets, rngs)
+        return _bp_step(state, inputs, targets, rngs, batch_size)
 
     initial = inference.initialize(
         state.apply_fn, state.params, inputs, model_state=state.model_state, rng=rngs
@@ -309,15 +350,14 @@ def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
     output, collections = inference.apply_model(
         state.apply_fn, state.params, inputs, model_state=state.model_state, rngs=rngs
     )
-    inference.check_targets(targets, output)
-    loss = jnp.mean(state.output_energy(targets, output))
+    loss = jnp.sum(inference.output_energy_of(state.output_energy, targets, output, batch_size))
     model_state = _updated(state.model_state, collections)
     if not nodes:
         _warn_no_nodes()
 
     clamp, grad_scale = targets, 1.0
     if state.nudging is not None:
-        clamp = jax.lax.stop_gradient(output - state.nudging * (output - targets))
+        clamp = _nudged(state, output, targets)
         grad_scale = 1.0 / state.nudging
 
     def total(params, nodes):
@@ -351,33 +391,37 @@ def _train_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
             forward_initialized=initial.forward,
         )  # fmt: skip
         before = trajectory.total
-    grads, final = jax.grad(total, has_aux=True)(state.params, nodes)
-    metrics = _metrics(before, final, loss, batch_size, steps)
+    grads, final = _weight_gradient(state, total, nodes)
+    metrics = step_metrics.step_metrics(before, final, loss, batch_size, steps, state.axis_name)
     if not nodes:
         metrics["energy"] = jnp.full((_energy_length(state),), metrics["energy"][-1])
     state = state.apply_gradients(grads=_scale(grads, grad_scale))
     return state.replace(model_state=model_state), metrics
 
 
-def _bp_step(state: PCTrainState, inputs: Array, targets: Array, rngs):
+def _weight_gradient(state: PCTrainState, total, nodes) -> tuple[PyTree, inference.Energy]:
+    """``dF/dparams`` at ``nodes`` (over the whole batch under ``axis_name``), and the energy."""
+    params = named_axes.own_share(state.params, state.axis_name)
+    grads, result = jax.grad(total, has_aux=True)(params, nodes)
+    return named_axes.total(grads, state.axis_name), result
+
+
+def _bp_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs, batch_size: int):
     """Backprop on the same model: params-only forward pass, batch-summed loss."""
 
     def loss_fn(params):
         output, collections = inference.apply_model(
             state.apply_fn, params, inputs, model_state=state.model_state, rngs=rngs
         )
-        inference.check_targets(targets, output)
-        return jnp.sum(state.output_energy(targets, output)), collections
+        per_example = inference.output_energy_of(state.output_energy, targets, output, batch_size)
+        return jnp.sum(per_example), collections
 
-    (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    mean_loss = loss / inputs.shape[0]
-    metrics = {
-        "energy": jnp.full((_energy_length(state),), mean_loss),
-        "node_energies": {},
-        "loss": mean_loss,
-        "inference_steps": jnp.zeros((), jnp.int32),
-    }
-    state = state.apply_gradients(grads=grads)
+    params = named_axes.own_share(state.params, state.axis_name)
+    (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    metrics = step_metrics.backprop_metrics(
+        loss, batch_size, _energy_length(state), state.axis_name
+    )
+    state = state.apply_gradients(grads=named_axes.total(grads, state.axis_name))
     return state.replace(model_state=_updated(state.model_state, collections)), metrics
 
 
@@ -391,13 +435,15 @@ def _ipc_step(
 
     def step(carry, index):
         state, nodes, node_opt_state = carry
-        grads, result = jax.grad(total, argnums=(0, 1), has_aux=True)(state.params, nodes)
+        params = named_axes.own_share(state.params, state.axis_name)
+        grads, result = jax.grad(total, argnums=(0, 1), has_aux=True)(params, nodes)
         param_grads, node_grads = grads
         key = langevin.step_key(noise, index)
         updates, node_opt_state = langevin.update_nodes(
             node_tx, node_grads, node_opt_state, nodes, key
         )
         nodes = optax.apply_updates(nodes, updates)
+        param_grads = named_axes.total(param_grads, state.axis_name)
         state = state.apply_gradients(grads=_scale(param_grads, grad_scale))
         return (state, nodes, node_opt_state), result
 
@@ -410,4 +456,7 @@ def _ipc_step(
         unroll=inference.resolve_unroll(state.unroll, state.inference_steps),
     )
     _, final = total(state.params, nodes)
-    return state, _metrics(trajectory.total, final, loss, batch_size, state.inference_steps)
+    metrics = step_metrics.step_metrics(
+        trajectory.total, final, loss, batch_size, state.inference_steps, state.axis_name
+    )
+    return state, metrics

@@ -14,5 +14,8 @@ PyTree: TypeAlias = Any
 ApplyFn: TypeAlias = Callable[..., Any]
 #: ``energy(value, prediction) -> [B]``: one non-negative number per example.
 EnergyFn: TypeAlias = Callable[[Array, Array], Array]
-#: A PRNG key, or linen's ``rngs`` convention: a dict ``{stream: key}``.
-RNG: TypeAlias = Array | Mapping[str, Array]
+#: ``output_energy(targets, output) -> [B]``: targets and the model's output as
+#: they are (arrays, or any pytrees for a custom one).
+OutputEnergyFn: TypeAlias = Callable[[Any, Any], Array]
+#: A PRNG key or an int seed, or linen's ``rngs`` convention: a dict ``{stream: key}``.
+RNG: TypeAlias = Array | int | Mapping[str, Array | int]
