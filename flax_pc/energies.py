@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 Array = jax.Array
 
@@ -30,7 +31,7 @@ def _sum_features(x: Array) -> Array:
     return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
 
 
-def squared_error(value: Array, prediction: Array) -> Array:
+def squared_error(value: ArrayLike, prediction: ArrayLike) -> Array:
     """Gaussian energy ``0.5 * sum_i (v_i - mu_i)^2`` per example.
 
     Args:
@@ -48,10 +49,10 @@ def squared_error(value: Array, prediction: Array) -> Array:
       >>> energies.squared_error(value, prediction).tolist()
       [2.0, 1.0]
     """
-    return 0.5 * _sum_features(jnp.square(value - prediction))
+    return 0.5 * _sum_features(jnp.square(jnp.asarray(value) - jnp.asarray(prediction)))
 
 
-def cross_entropy(value: Array, prediction: Array) -> Array:
+def cross_entropy(value: ArrayLike, prediction: ArrayLike) -> Array:
     """Categorical energy ``-sum_i t_i * log softmax(mu)_i`` per example.
 
     Args:
@@ -70,10 +71,10 @@ def cross_entropy(value: Array, prediction: Array) -> Array:
       >>> [round(e, 4) for e in energies.cross_entropy(targets, logits).tolist()]
       [1.3863, 1.3863]
     """
-    return -_sum_features(value * jax.nn.log_softmax(prediction, axis=-1))
+    return -_sum_features(jnp.asarray(value) * jax.nn.log_softmax(prediction, axis=-1))
 
 
-def bernoulli(value: Array, prediction: Array) -> Array:
+def bernoulli(value: ArrayLike, prediction: ArrayLike) -> Array:
     """Binary cross-entropy with logits, summed over features, per example.
 
     ``-sum_i [t_i * log sigmoid(mu_i) + (1 - t_i) * log(1 - sigmoid(mu_i))]``
@@ -93,6 +94,7 @@ def bernoulli(value: Array, prediction: Array) -> Array:
       >>> [round(e, 4) for e in energies.bernoulli(targets, logits).tolist()]
       [1.3863, 1.3863]
     """
+    value, prediction = jnp.asarray(value), jnp.asarray(prediction)
     log_p = jax.nn.log_sigmoid(prediction)
     log_not_p = jax.nn.log_sigmoid(-prediction)
     return -_sum_features(value * log_p + (1.0 - value) * log_not_p)

@@ -12,6 +12,7 @@ the whole batch), ``pmap2`` and ``shard_map2`` (two devices, half the batch each
 """
 
 import json
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,9 @@ def _state(algorithm, axis_name):
     # SGD, not Adam: Adam's step does not see a gradient counted twice.
     model = Net(axis_name=axis_name)
     variables = Net().init(jax.random.key(1), _data()[0][:BATCH])
-    node_options = {} if algorithm == "bp" else dict(node_tx=optax.sgd(0.1), inference_steps=3)
+    node_options: dict[str, Any] = (
+        {} if algorithm == "bp" else dict(node_tx=optax.sgd(0.1), inference_steps=3)
+    )
     return fpc.PCTrainState.create(
         apply_fn=model.apply, params=variables["params"], tx=optax.sgd(0.1),
         model_state={"batch_stats": variables["batch_stats"]}, algorithm=algorithm,

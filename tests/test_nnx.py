@@ -6,6 +6,7 @@ energies, node values, metrics, updated weights and running averages.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -144,7 +145,7 @@ def _side_by_side(state, model, optimizer, options, steps=3):
     return state, expected, metrics
 
 
-PC = dict(node_tx=optax.sgd(0.1), inference_steps=3)
+PC: dict[str, Any] = dict(node_tx=optax.sgd(0.1), inference_steps=3)
 ALGORITHMS = {
     "pc": dict(PC),
     "ipc": dict(PC, algorithm="ipc"),
@@ -242,7 +243,7 @@ def test_epc_train_step_equals_linen():
 def test_infer_to_equilibrium_equals_linen():
     linen, variables, model = _twins(latent="error")
     params = variables["params"]
-    options = dict(node_tx=optax.sgd(0.3), tolerance=1e-4, max_steps=200)
+    options: dict[str, Any] = dict(node_tx=optax.sgd(0.3), tolerance=1e-4, max_steps=200)
     expected = fpc.infer_to_equilibrium(
         linen.apply, params, fpc.init_nodes(linen.apply, params, X), X, Y, **options
     )
@@ -407,7 +408,7 @@ def test_mupc_residual_network_with_epc_trains_as_in_linen():
             "out": {"kernel": params["ScaledDense_3"]["kernel"]},
         },
     )
-    options = dict(node_tx=optax.sgd(0.5), inference_steps=5)
+    options: dict[str, Any] = dict(node_tx=optax.sgd(0.5), inference_steps=5)
     state = fpc.PCTrainState.create(
         apply_fn=linen.apply, params=params, tx=optax.adam(1e-2), **options
     )

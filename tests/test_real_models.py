@@ -1,6 +1,7 @@
 """Models as Flax's examples write them: recurrent PC, lost nodes, pytrees, rising energy, rng."""
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -224,7 +225,7 @@ def _two_input_state(as_tuple, **kwargs):
     tokens, features, _ = _two_inputs()
     inputs = (tokens, features) if as_tuple else {"tokens": tokens, "features": features}
     params = model.init(jax.random.key(1), inputs)["params"]
-    options = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
     return create_state(apply_fn=fpc.with_nodes(model.apply), params=params, **options, **kwargs)
 
 
@@ -286,7 +287,7 @@ def test_a_custom_output_energy_must_return_one_energy_per_example():
 def _state(model=None, **kwargs):
     model = model or ScannedBlocks(axes=((fpc.NODES, 0), (fpc.ENERGIES, 0)))
     params = model.init(jax.random.key(1), X)["params"]
-    options = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
     return create_state(apply_fn=model.apply, params=params, **{**options, **kwargs})
 
 

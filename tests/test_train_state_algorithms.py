@@ -1,5 +1,7 @@
 """The learning rules and output nudging, each against its definition."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +21,7 @@ Y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
 def _state(model=None, **kwargs):
     model = model or MLP()
     params = model.init(jax.random.key(2), X)["params"]
-    options = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
     options.update(kwargs)
     return create_state(apply_fn=model.apply, params=params, **options)
 

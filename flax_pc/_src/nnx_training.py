@@ -107,8 +107,8 @@ def _stateful(model: Any, function: str) -> nnx.Module:
 def train_step(
     model: nnx.Module,
     optimizer: nnx.Optimizer,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = None,
     inference_steps: int | None = None,
@@ -206,7 +206,7 @@ def train_step(
     return metrics
 
 
-def init_nodes(model: nnx.Module, inputs: Array, *, rngs: Rngs | None = None) -> nnx.State:
+def init_nodes(model: nnx.Module, inputs: PyTree, *, rngs: Rngs | None = None) -> nnx.State:
     """Initialises the model's nodes for one batch by a forward pass, in place.
 
     Each :class:`~flax_pc.nnx.PCNode` makes its latent from its prediction as
@@ -234,8 +234,8 @@ def init_nodes(model: nnx.Module, inputs: Array, *, rngs: Rngs | None = None) ->
 
 def energy(
     model: nnx.Module,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     output_energy: EnergyFn = _energies.squared_error,
 ) -> inference.Energy:
@@ -265,8 +265,8 @@ def energy(
 
 def infer(
     model: nnx.Module,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     node_tx: optax.GradientTransformation,
     inference_steps: int,
@@ -304,8 +304,8 @@ def infer(
 
 def infer_to_equilibrium(
     model: nnx.Module,
-    inputs: Array,
-    targets: Array,
+    inputs: PyTree,
+    targets: PyTree,
     *,
     node_tx: optax.GradientTransformation | equilibrium.GradientFlow,
     tolerance: float | None,
