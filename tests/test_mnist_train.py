@@ -393,3 +393,21 @@ def test_tfds_mnist_in_process(mnist_config, tmp_path, monkeypatch):
         train.train_and_evaluate(config, str(tmp_path))
     (record,) = read_metrics(tmp_path)
     assert record["examples_per_second"] > 0 and record["epoch"] == 1
+
+
+def test_an_epoch_whose_inference_raised_the_energy_is_warned_about(tmp_path, mnist_config, caplog):
+    caplog.set_level("WARNING")
+    # A node step far too large: inference overshoots and climbs the energy.
+    train.train_and_evaluate(mnist_config(node_learning_rate=3.0, **SHORT), str(tmp_path / "a"))
+    record = read_metrics(tmp_path / "a")[-1]
+    assert 0 < record["energy_rose"] <= 1
+    warnings = [line for line in log_lines(caplog) if "energy rose" in line]
+    assert warnings == [
+        f"epoch 1: the energy rose during inference in {100 * record['energy_rose']:.1f}% of "
+        "the batches; inference should descend it: try a smaller "
+        "config.node_learning_rate (now 3.0)."
+    ]
+    caplog.clear()
+    train.train_and_evaluate(mnist_config(**SHORT), str(tmp_path / "b"))
+    assert read_metrics(tmp_path / "b")[-1]["energy_rose"] == 0
+    assert not [line for line in log_lines(caplog) if "energy rose" in line]

@@ -340,6 +340,8 @@ class Workdir:
                     if examples_per_epoch:
                         record.setdefault("examples_per_second", examples_per_epoch / seconds)
                     _check_finite(record, advice)
+                    if self._primary:
+                        _warn_if_energy_rose(record, self.config)
                     with stop_signals.deferred():
                         # The metrics line goes first: a run killed before its checkpoint
                         # is complete redoes the epoch, and the resume drops the line.
@@ -554,6 +556,27 @@ def _jsonable(tree: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in tree.items()}
     array = np.asarray(tree)
     return array.item() if array.ndim == 0 else array.tolist()
+
+
+def _warn_if_energy_rose(record: dict[str, Any], config: ml_collections.ConfigDict) -> None:
+    """Warns when inference raised the energy in some batches of the epoch.
+
+    ``record['energy_rose']`` is the fraction of the epoch's batches whose
+    ``train_step`` reported ``metrics['energy_rose']``: inference climbed the
+    energy it should descend, most often because the node step is too large.
+    """
+    fraction = record.get("energy_rose")
+    if not fraction:
+        return
+    step = config.get("node_learning_rate")
+    hint = f"config.node_learning_rate (now {step})" if step is not None else "the node step"
+    logging.warning(
+        "epoch %d: the energy rose during inference in %.1f%% of the batches; "
+        "inference should descend it: try a smaller %s.",
+        record["epoch"],
+        100 * fraction,
+        hint,
+    )
 
 
 def _check_finite(record: dict[str, Any], advice: str) -> None:

@@ -220,6 +220,7 @@ def summarize_epoch(metrics):
         "train_energy": jnp.mean(metrics["energy"][:, -1]),
         "energy_per_step": jnp.mean(metrics["energy"], axis=0),
         "node_energies": jax.tree_util.tree_map(jnp.mean, metrics["node_energies"]),
+        "energy_rose": jnp.mean(metrics["energy_rose"]),  # the fraction of batches
     }
 
 

@@ -164,6 +164,7 @@ def summarize_epoch(metrics: dict[str, Any]) -> dict[str, Any]:
         "train_loss": jnp.mean(metrics["loss"]),
         "energy_per_step": jnp.mean(metrics["energy"], axis=0),
         "node_energies": jax.tree_util.tree_map(jnp.mean, metrics["node_energies"]),
+        "energy_rose": jnp.mean(metrics["energy_rose"]),  # the fraction of batches
         "inference_steps": jnp.mean(metrics["inference_steps"]),
     }
 
