@@ -224,11 +224,11 @@ class FlaxCNN(nn.Module):
 class WithNodes:
     """A model as Flax writes it (no nodes, no ``train``), used as the models above are.
 
-    ``init`` and ``apply`` take ``train`` like theirs: :func:`flax_pc.with_nodes`
-    puts a ``node`` on the input of every ``nn.Dense`` and ``nn.Conv`` call but
-    the first in ``init`` (the nodes are variables, as the other models') and
-    in the training mode; in the evaluation mode the model runs unchanged.
-    The params tree is the model's own.
+    ``init`` and ``apply`` take ``train`` like theirs. In the training mode
+    :func:`flax_pc.with_nodes` puts nodes (``node``) where the data flows into its
+    ``nn.Dense`` and ``nn.Conv`` layers (after every hidden activation); ``init``
+    and the evaluation mode run the model unchanged. The params tree is the
+    model's own.
 
     Attributes:
       model: the linen model.
@@ -243,8 +243,8 @@ class WithNodes:
         return fpc.with_nodes(method, layers=(nn.Dense, nn.Conv), **fields)
 
     def init(self, rngs: Any, x: jax.Array, train: bool) -> Any:
-        del train  # the nodes are made in either mode
-        return self._with_nodes(self.model.init)(rngs, x)
+        del train  # the params are the same in either mode
+        return self.model.init(rngs, x)
 
     def apply(self, variables: Any, x: jax.Array, train: bool, **kwargs: Any) -> Any:
         apply = self._with_nodes(self.model.apply) if train else self.model.apply
