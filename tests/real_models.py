@@ -219,7 +219,7 @@ class LSTMClassifier(nn.Module):
             )
         else:
             rnn = nn.RNN(nn.LSTMCell(self.hidden, name="cell"), name="rnn")
-        h = rnn(x)
+        h = jnp.asarray(rnn(x))  # [B, L, F]; nn.RNN's return type also allows (carry, out)
         return nn.Dense(self.classes, name="head")(h[:, -1])
 
 

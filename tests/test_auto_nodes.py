@@ -158,7 +158,7 @@ def test_bad_arguments(kwargs, match):
 def _node_paths(nodes):
     """``{'block/Dense_0/input': shape}``: where the nodes are."""
     flat = traverse_util.flatten_dict(nodes, sep="/")
-    return {path.rsplit("/", 1)[0]: value.shape for path, value in flat.items()}
+    return {path.rsplit("/", 1)[0]: jnp.asarray(value).shape for path, value in flat.items()}
 
 
 def _nodes(apply_fn, params, x, **kwargs):
@@ -345,12 +345,11 @@ class ScannedEncoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = nn.Dense(8, name="embedding")(x)
-        axes = {"params": 0}
-        if self.scan_nodes:
-            axes.update({fpc.NODES: 0, fpc.ENERGIES: 0})
         encoder = nn.scan(
             lambda module, x, _: (module(x), None),
-            variable_axes=axes,
+            variable_axes=(
+                {"params": 0, fpc.NODES: 0, fpc.ENERGIES: 0} if self.scan_nodes else {"params": 0}
+            ),
             split_rngs={"params": True},
             length=2,
         )

@@ -136,10 +136,15 @@ def test_decode_is_the_feed_forward_pass_from_the_latent(generative_config):
     prior = models.prior_mean(model, 3)
     params = model.init(jax.random.key(0), prior)["params"]
     z = jax.random.normal(jax.random.key(1), prior.shape)
+
     # By hand: Dense on z, then tanh -> Dense per further layer; Bernoulli logits to pixels.
-    h = z @ jnp.asarray(params["Dense_0"]["kernel"]) + params["Dense_0"]["bias"]
+    def dense(h, i):
+        layer = params[f"Dense_{i}"]
+        return h @ jnp.asarray(layer["kernel"]) + jnp.asarray(layer["bias"])
+
+    h = dense(z, 0)
     for i in range(1, len(config.hidden_sizes) + 1):
-        h = jnp.tanh(h) @ jnp.asarray(params[f"Dense_{i}"]["kernel"]) + params[f"Dense_{i}"]["bias"]
+        h = dense(jnp.tanh(h), i)
     expected = 1 / (1 + jnp.exp(-h))
     decoded = models.decode(model, params, z)
     np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)

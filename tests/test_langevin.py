@@ -7,6 +7,8 @@ to ``y``). Its energy is ``F = ½‖z‖² + ½‖y - W2 z‖²``, so the poster
 ``P⁻¹ W2ᵀ y``.
 """
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -204,7 +206,7 @@ def test_works_in_an_optax_chain_and_with_a_temperature_schedule():
 def test_mcpc_trains_with_pc_train_state_ipc_and_train_epoch():
     model, params, x, y = _mlp()
 
-    def state(algorithm="pc"):
+    def state(algorithm: Literal["pc", "ipc"] = "pc"):
         return fpc.PCTrainState.create(
             apply_fn=model.apply, params=params, tx=optax.sgd(0.01), node_tx=fpc.langevin(0.05),
             inference_steps=3, algorithm=algorithm,
@@ -222,7 +224,9 @@ def test_mcpc_trains_with_pc_train_state_ipc_and_train_epoch():
     epoch = jax.jit(fpc.train_epoch, static_argnames=("batch_size",))
     trained, epoch_metrics = epoch(state(), x, y, jax.random.key(0), batch_size=3)
     assert epoch_metrics["energy"].shape == (2, 4)
-    assert not np.allclose(trained.params["layers_0"]["kernel"], params["layers_0"]["kernel"])
+    assert not np.allclose(
+        trained.params["layers_0"]["kernel"], jnp.asarray(params["layers_0"]["kernel"])
+    )
 
 
 def test_without_an_rng_is_a_clear_error():
@@ -264,8 +268,8 @@ def test_step_keys_differ_from_the_node_initialisation_keys():
     rngs = inference.as_rngs(jax.random.key(0))
     from flax_pc._src import langevin
 
+    assert rngs is not None
     base = langevin.noise_key(rngs)
     assert base is not None
-    keys = [jax.random.key_data(k) for k in (base, rngs[fpc.NODE_RNG])]
-    assert not np.array_equal(*keys)
+    assert not np.array_equal(jax.random.key_data(base), jax.random.key_data(rngs[fpc.NODE_RNG]))
     assert langevin.noise_key({"dropout": jax.random.key(0)}) is None

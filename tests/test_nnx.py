@@ -115,6 +115,11 @@ def _arrays(module, kind):
     return nnx.to_pure_dict(nnx.state(module, kind))
 
 
+def _latent(node: fpc.nnx.PCNode) -> fpc.nnx.NodeValue:
+    """``node.value``, or ``node.error`` for ePC: the node names the attribute by its latent."""
+    return getattr(node, node.latent)
+
+
 def _nnx_step(**options):
     traces = []
 
@@ -193,7 +198,9 @@ def test_nodes_inference_and_energy_equal_linen(node_options):
     state = fpc.nnx.init_nodes(model, X)
     name = "error" if node_options.get("latent") == "error" else "value"
     for i in range(2):
-        np.testing.assert_allclose(state["nodes"][i][name][...], nodes[f"PCNode_{i}"][name])
+        np.testing.assert_allclose(
+            np.asarray(state["nodes"][i][name][...]), nodes[f"PCNode_{i}"][name]
+        )
 
     nodes, expected = fpc.infer(
         linen.apply, params, nodes, X, Y, node_tx=optax.sgd(0.1), inference_steps=5
@@ -203,7 +210,10 @@ def test_nodes_inference_and_energy_equal_linen(node_options):
     after = nnx.state(model, fpc.nnx.NodeValue)
     for i in range(2):
         np.testing.assert_allclose(
-            after["nodes"][i][name][...], nodes[f"PCNode_{i}"][name], rtol=RTOL, atol=1e-7
+            np.asarray(after["nodes"][i][name][...]),
+            nodes[f"PCNode_{i}"][name],
+            rtol=RTOL,
+            atol=1e-7,
         )
 
     result = fpc.nnx.energy(model, X, Y)
@@ -251,8 +261,9 @@ def test_infer_to_equilibrium_equals_linen():
     result = fpc.nnx.infer_to_equilibrium(model, X, Y, **options)
     assert bool(result.converged) and int(result.steps) == int(expected.steps)
     np.testing.assert_allclose(result.energy.total, expected.energy.total, rtol=RTOL)
+    assert model.nodes is not None
     np.testing.assert_allclose(
-        model.nodes[1].error[...], expected.nodes["PCNode_1"]["error"], rtol=RTOL, atol=1e-7
+        _latent(model.nodes[1])[...], expected.nodes["PCNode_1"]["error"], rtol=RTOL, atol=1e-7
     )
 
 
@@ -277,8 +288,10 @@ def test_batch_norm_running_averages_equal_linen():
 
     # Evaluation: model.eval() normalises with the running averages, as linen's train=False.
     model.eval()
-    evaluated = LinenNet(batch_norm=True, train=False).apply(
-        {"params": state.params, **state.model_state}, X[:5]
+    evaluated = jnp.asarray(
+        LinenNet(batch_norm=True, train=False).apply(
+            {"params": state.params, **state.model_state}, X[:5]
+        )
     )
     np.testing.assert_allclose(model(X[:5]), evaluated, rtol=RTOL, atol=1e-6)
 
@@ -297,6 +310,7 @@ def test_dropout_one_mask_per_step_and_a_new_one_next_step():
         np.testing.assert_allclose(energy[0], metrics["loss"], rtol=RTOL)
     assert abs(float(first["loss"]) - float(second["loss"])) > 1e-4  # a new mask
     # The layer is called once per hidden layer: one feed-forward pass's draws per step.
+    assert model.dropout is not None and model.dropout.rngs is not None
     assert int(model.dropout.rngs.count[...]) == 2 * 2
     assert len(traces) == 1
     model.eval()
@@ -311,7 +325,7 @@ def test_plain_call_at_another_batch_size():
     fpc.nnx.init_nodes(model, X)  # nodes of a batch of 12 do not change the plain call
     params, _ = _as_linen(model)
     np.testing.assert_allclose(
-        model(X[:5]), linen.apply({"params": params}, X[:5]), rtol=RTOL, atol=1e-7
+        model(X[:5]), jnp.asarray(linen.apply({"params": params}, X[:5])), rtol=RTOL, atol=1e-7
     )
     assert model(X[:1]).shape == (1, 3)
 
@@ -322,20 +336,24 @@ def test_train_step_leaves_the_nodes_and_compiles_once():
     step, traces = _nnx_step(**PC)
     for _ in range(3):
         step(model, optimizer, X, Y)
-    assert model.nodes[0].value.get_value() is None
+    assert model.nodes is not None
+    assert _latent(model.nodes[0]).get_value() is None
     assert len(traces) == 1
     fpc.nnx.init_nodes(model, X)
     step(model, optimizer, X, Y)  # nodes held by the model are left as they are
-    assert model.nodes[0].value[...].shape == (12, 8)
+    assert _latent(model.nodes[0])[...].shape == (12, 8)
 
 
 def test_value_init_normal_draws_from_the_rngs_given():
     model = NNXNet(rngs=nnx.Rngs(0), value_init="normal", value_init_stddev=2.0)
-    first = fpc.nnx.init_nodes(model, X, rngs=nnx.Rngs(pc_noise=3))["nodes"][0]["value"][...]
-    again = fpc.nnx.init_nodes(model, X, rngs=nnx.Rngs(pc_noise=3))["nodes"][0]["value"][...]
+    nodes = fpc.nnx.init_nodes(model, X, rngs=nnx.Rngs(pc_noise=3))
+    first = np.asarray(nodes["nodes"][0]["value"][...])
+    nodes = fpc.nnx.init_nodes(model, X, rngs=nnx.Rngs(pc_noise=3))
+    again = np.asarray(nodes["nodes"][0]["value"][...])
     np.testing.assert_array_equal(first, again)
     assert abs(float(np.std(first)) - 2.0) < 0.3
-    second = model.nodes[1].value[...]
+    assert model.nodes is not None
+    second = _latent(model.nodes[1])[...]
     assert not np.allclose(first, second)  # each node its own key
     optimizer = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
     rngs = nnx.Rngs(7)  # the default stream feeds pc_noise
@@ -357,10 +375,11 @@ def test_mupc_scaled_linear_equals_scaled_dense():
     params = dense.init(jax.random.key(0), X)["params"]
     layer = fpc.nnx.ScaledLinear(4, 8, scale=scales.hidden, use_bias=True, rngs=nnx.Rngs(0))
     assert layer.kernel[...].shape == (4, 8) and abs(float(layer.kernel[...].std()) - 1) < 0.3
-    nnx.update(layer, {"kernel": params["kernel"], "bias": params["bias"] + 1.0})
+    bias = jnp.asarray(params["bias"]) + 1.0
+    nnx.update(layer, {"kernel": params["kernel"], "bias": bias})
     np.testing.assert_allclose(
-        layer(X),
-        dense.apply({"params": {**params, "bias": params["bias"] + 1.0}}, X),
+        layer(jnp.asarray(X)),
+        jnp.asarray(dense.apply({"params": {**params, "bias": bias}}, X)),
         rtol=RTOL,
     )
     assert fpc.nnx.ScaledLinear(4, 8, rngs=nnx.Rngs(0)).bias is None  # μPC: no bias
@@ -420,7 +439,10 @@ def test_mupc_residual_network_with_epc_trains_as_in_linen():
         rtol=RTOL,
     )
     np.testing.assert_allclose(
-        model.out.kernel[...], state.params["ScaledDense_3"]["kernel"], rtol=RTOL, atol=1e-7
+        model.out.kernel[...],
+        jnp.asarray(state.params["ScaledDense_3"]["kernel"]),
+        rtol=RTOL,
+        atol=1e-7,
     )
 
 
@@ -434,7 +456,8 @@ class LinenDropoutNet(nn.Module):
 def test_a_linen_model_wrapped_by_to_nnx_trains_as_in_linen():
     linen = LinenNet(batch_norm=True)
     variables = linen.init(jax.random.key(2), X)
-    model = nnx.bridge.ToNNX(linen, rngs=nnx.Rngs(0)).lazy_init(X)
+    model = nnx.bridge.ToNNX(linen, rngs=nnx.Rngs(0))
+    model.lazy_init(X)
     nnx.update(model, variables["params"], variables["batch_stats"])
     state = fpc.PCTrainState.create(
         apply_fn=linen.apply, params=variables["params"], tx=optax.adam(1e-2),
@@ -458,18 +481,22 @@ def test_a_linen_model_wrapped_by_to_nnx_trains_as_in_linen():
 
 def test_a_to_nnx_model_draws_one_dropout_mask_per_step_from_its_rngs():
     linen = LinenDropoutNet()
-    model = nnx.bridge.ToNNX(linen, rngs=nnx.Rngs(params=0, dropout=1)).lazy_init(X)
+    model = nnx.bridge.ToNNX(linen, rngs=nnx.Rngs(params=0, dropout=1))
+    model.lazy_init(X)
     nnx.pop(model, fpc.nnx.NodeValue)  # the nodes lazy_init made: the plain call at any size
     assert model(X[:5]).shape == (5, 3)
-    count = int(model.to_nnx__rngs.dropout.count[...])
+    rngs = model.to_nnx__rngs
+    assert rngs is not None
+    count = int(rngs.dropout.count[...])
     optimizer = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
     step, _ = _nnx_step(node_tx=optax.sgd(0.02), inference_steps=8)
     first, second = step(model, optimizer, X, Y), step(model, optimizer, X, Y)
     for metrics in (first, second):
-        assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-6)
+        energy = np.asarray(metrics["energy"])
+        assert np.all(np.diff(energy) <= 1e-6)
         np.testing.assert_allclose(metrics["energy"][0], metrics["loss"], rtol=RTOL)
     assert abs(float(first["loss"]) - float(second["loss"])) > 1e-4
-    assert int(model.to_nnx__rngs.dropout.count[...]) == count + 2
+    assert int(rngs.dropout.count[...]) == count + 2
 
 
 def test_nnx_sequential_with_a_node():
@@ -557,7 +584,7 @@ def test_nodes_in_layers_stacked_by_nnx_scan_train_as_unstacked_ones():
         )
     np.testing.assert_allclose(stacked.out.kernel[...], unstacked.out.kernel[...], rtol=RTOL)
     fpc.nnx.init_nodes(stacked, X)
-    assert stacked.blocks.node.value[...].shape == (3, 12, 8)
+    assert _latent(stacked.blocks.node)[...].shape == (3, 12, 8)
 
 
 def test_value_init_normal_draws_a_value_per_layer_of_a_stack():
@@ -599,7 +626,7 @@ def test_missing_randomness():
     with pytest.raises(ValueError, match="no 'pc_noise' stream and no default"):
         fpc.nnx.train_step(model, optimizer, X, Y, rngs=nnx.Rngs(params=0), **PC)
     with pytest.raises(TypeError, match="rngs must be"):
-        fpc.nnx.train_step(model, optimizer, X, Y, rngs=0, **PC)
+        fpc.nnx.train_step(model, optimizer, X, Y, rngs=0, **PC)  # pyright: ignore[reportArgumentType]
     # A dropout layer made without rngs: NNX's own error says so.
     model = NNXNet(rngs=nnx.Rngs(0))
     model.dropout = nnx.data(nnx.Dropout(0.5))
@@ -612,9 +639,9 @@ def test_wrong_arguments():
     linen, variables, model = _twins()
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     with pytest.raises(TypeError, match="takes a Flax NNX model"):
-        fpc.nnx.train_step(linen, optimizer, X, Y, **PC)
+        fpc.nnx.train_step(linen, optimizer, X, Y, **PC)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="must be an nnx.Optimizer"):
-        fpc.nnx.train_step(model, optax.adam(1e-2), X, Y, **PC)
+        fpc.nnx.train_step(model, optax.adam(1e-2), X, Y, **PC)  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="takes no node_tx"):
         fpc.nnx.train_step(model, optimizer, X, Y, algorithm="bp", node_tx=optax.sgd(0.1))
     with pytest.raises(ValueError, match="give node_tx"):

@@ -92,9 +92,10 @@ def test_an_lstm_classifier_trains_by_pc_within_reach_of_backprop():
             for i in range(0, 256, 32):
                 state, metrics = step(state, x[i : i + 32], y[i : i + 32])
                 # A small node step: inference never raises the energy.
-                assert np.all(np.diff(np.asarray(metrics["energy"])) <= 1e-5)
+                energy = np.asarray(metrics["energy"])
+                assert np.all(np.diff(energy) <= 1e-5)
                 assert not bool(metrics["energy_rose"])
-        logits = model.apply({"params": state.params}, x_test)
+        logits = jnp.asarray(model.apply({"params": state.params}, x_test))
         accuracy[algorithm] = float(np.mean(np.argmax(logits, -1) == labels_test))
     assert accuracy["bp"] > 0.8  # the task is learnable (chance: 1/3)
     assert accuracy["pc"] > accuracy["bp"] - 0.08
@@ -172,7 +173,7 @@ def test_a_node_in_an_rnn_or_a_vmap_that_drops_it_is_an_error():
     class Recurrent(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(3)(nn.RNN(Cell())(x)[:, -1])
+            return nn.Dense(3)(jnp.asarray(nn.RNN(Cell())(x))[:, -1])
 
     sequences = np.ones((2, 3, 5), np.float32)
     params = Recurrent().init(jax.random.key(0), sequences)["params"]
@@ -183,8 +184,9 @@ def test_a_node_in_an_rnn_or_a_vmap_that_drops_it_is_an_error():
         @nn.compact
         def __call__(self, x):
             members = nn.vmap(
-                _Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                in_axes=None, axis_size=2,
+                _Block, variable_axes={"params": 0}, split_rngs={"params": True}, axis_size=2,
+                # flax leaves in_axes unannotated, so pyright takes its type (int) from the default
+                in_axes=None,  # pyright: ignore[reportArgumentType]
             )  # fmt: skip
             return nn.Dense(3)(jnp.mean(members(name="members")(nn.Dense(6)(x)), axis=0))
 
@@ -297,9 +299,11 @@ def _state(model=None, **kwargs):
 def test_energy_rose_says_whether_inference_raised_the_energy():
     step = jax.jit(lambda s: s.train_step(X, Y))
     _, calm = step(_state(node_tx=optax.sgd(0.05)))
-    assert np.all(np.diff(np.asarray(calm["energy"])) <= 0) and not bool(calm["energy_rose"])
+    calm_energy = np.asarray(calm["energy"])
+    assert np.all(np.diff(calm_energy) <= 0) and not bool(calm["energy_rose"])
     _, wild = step(_state(node_tx=optax.sgd(3.0)))  # far beyond the energy's curvature
-    assert np.any(np.diff(np.asarray(wild["energy"])) > 0) and bool(wild["energy_rose"])
+    wild_energy = np.asarray(wild["energy"])
+    assert np.any(np.diff(wild_energy) > 0) and bool(wild["energy_rose"])
     _, ipc = step(_state(node_tx=optax.sgd(3.0), algorithm="ipc"))
     assert bool(ipc["energy_rose"])
     _, backprop = step(_state(algorithm="bp"))

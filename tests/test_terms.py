@@ -119,12 +119,12 @@ def test_a_term_does_nothing_in_a_feed_forward_pass_init_or_node_initialisation(
     model, params, _ = _bidirectional()
     variables = model.init(jax.random.key(0), (X, Y))
     assert set(variables) == {"params", fpc.NODES}  # no energies recorded by init
-    output = model.apply({"params": params}, (X, Y))
-    plain = nn.Dense(2).apply(
-        {"params": params["f3"]},
-        jnp.tanh(nn.Dense(3).apply({"params": params["f2"]}, jnp.tanh(
-            nn.Dense(5).apply({"params": params["f1"]}, X)))),
-    )  # fmt: skip
+    output = jnp.asarray(model.apply({"params": params}, (X, Y)))
+
+    def dense(features, name, inputs):
+        return jnp.asarray(nn.Dense(features).apply({"params": params[name]}, inputs))
+
+    plain = dense(2, "f3", jnp.tanh(dense(3, "f2", jnp.tanh(dense(5, "f1", X)))))
     np.testing.assert_allclose(output, plain, rtol=1e-6)
     assert set(fpc.init_nodes(model.apply, params, (X, Y))) == {"PCNode_0", "PCNode_1"}
 
@@ -227,8 +227,8 @@ def test_the_shortcut_is_kept_where_it_is_exact():
     ("term", "error", "match"),
     [
         (fpc.EnergyTerm(precision=-1.0), ValueError, "precision must be a number >= 0"),
-        (fpc.EnergyTerm(precision="1"), ValueError, "precision must be a number >= 0"),
-        (fpc.EnergyTerm(energy=1.0), TypeError, "energy must be callable"),
+        (fpc.EnergyTerm(precision="1"), ValueError, "precision must be a number >= 0"),  # pyright: ignore[reportArgumentType]
+        (fpc.EnergyTerm(energy=1.0), TypeError, "energy must be callable"),  # pyright: ignore[reportArgumentType]
     ],
 )
 def test_bad_terms(term, error, match):
