@@ -32,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic_test_size = 256
 
     # Model.
+    # str: the Flax API the model is written in: 'linen' (train.py, models.py) or 'nnx' (Flax
+    # NNX: train_nnx.py, models_nnx.py, fpc.nnx.train_step; model 'mlp' only; see configs/nnx.py).
+    config.flax_api = "linen"
     # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers), 'resnet',
     # 'residual_mlp' (a deep residual MLP: depth, width, parameterization), or 'flax_cnn' (the
     # CNN of Flax's MNIST example as Flax writes it, without PCNodes: trained through

@@ -21,7 +21,7 @@ from examples.common import loops
 from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
 from examples.common.config_checks import ConfigError
-from examples.mnist import models, train
+from examples.mnist import models, train, train_nnx
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -36,6 +36,7 @@ MNIST_CONFIGS = (
     "flax_cnn",
     "ipc",
     "mupc",
+    "nnx",
     "resnet",
     "test",
 )
@@ -52,6 +53,7 @@ BASES = {
     "flax_cnn": "cnn",
     "ipc": "default",
     "mupc": "default",
+    "nnx": "default",
     "resnet": "default",
     "test": "default",
     "generative_test": "generative",
@@ -177,6 +179,7 @@ def test_variants_differ_from_default_where_they_say():
         "algorithm"
     }
     assert {k for k, v in load_config("ipc").to_dict().items() if default[k] != v} == {"algorithm"}
+    assert {k for k, v in load_config("nnx").to_dict().items() if default[k] != v} == {"flax_api"}
     assert load_config("cnn").model == "cnn"
     resnet = load_config("resnet")
     assert (resnet.dataset, resnet.model, resnet.algorithm) == ("fashion_mnist", "resnet", "pc")
@@ -194,6 +197,8 @@ def test_variants_differ_from_default_where_they_say():
 BAD_FIELDS = [
     ("dataset", "cifar10", "expected one of"),
     ("model", "vgg", "expected one of"),
+    ("flax_api", "NNX", "expected one of"),
+    ("flax_api", "haiku", "expected one of"),
     ("hidden_sizes", (128, 0), "tuple of ints > 0"),
     ("hidden_sizes", (), "non-empty tuple"),
     ("hidden_sizes", (64, "a"), "tuple of ints > 0"),
@@ -238,6 +243,18 @@ def test_bad_field(field, value, message):
         train.validate_config(config)
     assert str(error.value).startswith(f"config.{field}")
     assert "\n" not in str(error.value)
+
+
+def test_the_nnx_config_validates_and_builds_the_reference_mlp():
+    config = load_config("nnx")
+    train_nnx.validate_config(config)
+    model = train_nnx.abstract_model(config)
+    kernels = [layer.kernel.shape for layer in (*model.hidden, model.out)]
+    assert kernels == [(784, 128), (128, 128), (128, 128), (128, 10)]
+    assert len(model.nodes) == 3 and model.act is ACTIVATIONS["tanh"]
+    config.model = "cnn"
+    with pytest.raises(ConfigError, match=r"config.flax_api = 'nnx' trains model 'mlp' only"):
+        train_nnx.validate_config(config)
 
 
 def test_sizes_an_unused_model_part_may_be_empty_but_not_bad():

@@ -83,6 +83,18 @@ def test_one_device_four_devices_and_two_processes_end_alike(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_nnx_model_on_two_processes_ends_as_on_one_device(tmp_path):
+    """train_nnx.py: the NNX state (its RNG stream's key too) replicated over two processes."""
+    flags = ("--config.flax_api=nnx", "--config.num_epochs=1")
+    code, err = _finish(_start(tmp_path / "one", 1, *flags))
+    assert code == 0, err[-3000:]
+    for code, err in [_finish(p) for p in _processes(tmp_path / "two", *flags)]:
+        assert code == 0, err[-3000:]
+        assert "NNX model 'mlp'" in err and "on 4 devices in 2 processes." in err
+    assert abs(_accuracies(tmp_path / "two")[0] - _accuracies(tmp_path / "one")[0]) <= 0.002
+
+
+@pytest.mark.slow
 def test_a_killed_process_ends_the_run_and_a_rerun_resumes(tmp_path):
     workdir = tmp_path / "run"
     long = (

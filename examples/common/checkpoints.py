@@ -14,6 +14,7 @@ import pathlib
 from typing import Any, TypeVar, cast
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -153,12 +154,22 @@ def _check_fit(checkpoints: ocp.CheckpointManager, step: int, state: Any) -> Non
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    """``{'params/Dense_0/kernel': (784, 128), ...}``: each array leaf's path and shape."""
+    """``{'params/Dense_0/kernel': (784, 128), ...}``: each array leaf's path and shape.
+
+    A PRNG key array (an NNX model's RNG stream) has the shape orbax saves, its key data's.
+    """
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {
-        "/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        "/".join(_key_name(k) for k in path): tuple(getattr(_key_data(leaf), "shape", ()))
         for path, leaf in leaves
     }
+
+
+def _key_data(leaf: Any) -> Any:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(leaf)
+    return leaf
 
 
 def _key_name(key: Any) -> str:

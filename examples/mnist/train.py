@@ -84,6 +84,7 @@ def validate_config(config: Config) -> None:
     """
     check, model = FieldChecker(config), config.model
     check.data_fields(input_pipeline.DATASETS)
+    check.one_of("flax_api", ("linen", "nnx"))  # 'nnx' runs in train_nnx.py (main.py)
     check.one_of("model", MODELS)
     check.sizes("hidden_sizes", required=model in ("mlp", "cnn"))
     check.sizes("conv_features", required=model == "cnn")
@@ -197,6 +198,7 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
     ``examples.common.cli.USER_ERRORS`` before anything in ``workdir`` changes.
     """
     validate_config(config)
+    FieldChecker(config).requires("flax_api", config.flax_api == "linen", "runs in train_nnx.py")
     with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
         parallel = fpc.DataParallel.create()
         splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)

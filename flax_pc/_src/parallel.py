@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -107,4 +108,9 @@ class DataParallel(struct.PyTreeNode):
 def _global_array(sharding: NamedSharding, leaf: Any, global_shape: tuple[int, ...]) -> jax.Array:
     if isinstance(leaf, jax.Array) and leaf.is_fully_addressable and jax.process_count() == 1:
         return jax.device_put(leaf, sharding)
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        # A typed key (an NNX model's RNG stream) has no NumPy form: place its data.
+        data = jax.random.key_data(leaf)
+        placed = _global_array(sharding, data, global_shape + data.shape[leaf.ndim :])
+        return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(leaf))
     return jax.make_array_from_process_local_data(sharding, np.asarray(leaf), global_shape)
