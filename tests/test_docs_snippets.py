@@ -16,7 +16,9 @@ NNX_TUTORIAL = pathlib.Path(__file__).parents[1] / "docs" / "tutorials" / "nnx.m
 def run_first_cell_after(path, heading):
     """Runs the first MyST code cell after ``heading`` in ``path``; returns its namespace."""
     text = path.read_text()
-    code = re.search(r"```\{code-cell\} ipython3\n(.*?)```", text[text.index(heading) :], re.S)[1]
+    match = re.search(r"```\{code-cell\} ipython3\n(.*?)```", text[text.index(heading) :], re.S)
+    assert match, f"no code cell after {heading!r} in {path}"
+    code = match[1]
     namespace = {}
     exec(compile(code, str(path), "exec"), namespace)
     return namespace
