@@ -34,7 +34,7 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from examples.common import input_pipeline, loops
+from examples.common import image_grid, input_pipeline, loops
 from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
 from examples.common.config_checks import ConfigError, FieldChecker
@@ -246,7 +246,7 @@ def save_samples(
         ("samples\nz ~ N(0, I)", sample_prior(config, params, rng, k), None),
     ]
     rows = [(label, np.asarray(x), mask) for label, x, mask in rows]
-    plots.plot_samples(rows, path, IMAGE_SHAPE, title=title)
+    image_grid.plot_samples(rows, path, IMAGE_SHAPE, title=title)
 
 
 def log_line(r: dict[str, Any]) -> str:
