@@ -204,15 +204,15 @@ class ResidualMLP(nn.Module):
 
 
 class BPC(nn.Module):
-    """Bidirectional predictive coding (bPC; Oliviers, Tang & Bogacz, 2026): one network that
-    classifies an image by a feed-forward pass and generates an image for a label by inference.
+    """Bidirectional PC: an MLP that classifies by a feed-forward pass and generates by inference.
 
-    Layers ``z_0 = x`` (the image, flattened), ``z_1 .. z_{L-1}`` (value nodes, one per
-    hidden layer) and ``z_L = y`` (the one-hot label). Forward weights predict each layer
-    from the one below, ``f_l(z_{l-1})`` (the classifier), backward weights each layer
-    from the one above, ``g_l(z_l)`` (the generator); every prediction is
-    ``Dense(act(z))``, with ``act`` the identity on the image and on the label, so the
-    nodes hold pre-activations. The energy is::
+    Bidirectional predictive coding (bPC; Oliviers, Tang & Bogacz, ICLR 2026). Layers
+    ``z_0 = x`` (the image, flattened), ``z_1 .. z_{L-1}`` (value nodes, one per hidden
+    layer) and ``z_L = y`` (the one-hot label). Forward weights predict each layer from
+    the one below, ``f_l(z_{l-1})`` (the classifier), backward weights each layer from
+    the one above, ``g_l(z_l)`` (the generator); every prediction is ``Dense(act(z))``,
+    with ``act`` the identity on the image and on the label, so the nodes hold
+    pre-activations. The energy is::
 
         F = sum_{l=1..L} ½‖z_l − f_l(z_{l−1})‖²
             + backward_precision · sum_{l=1..L} ½‖z_{l−1} − g_l(z_l)‖²
@@ -249,7 +249,7 @@ class BPC(nn.Module):
     """
 
     hidden_sizes: Sequence[int] = (128, 128, 128)
-    backward_precision: float = 0.01
+    backward_precision: float = 0.001
     num_classes: int = 10
     image_size: int = 784
     act: Callable[[jax.Array], jax.Array] = nn.tanh
