@@ -57,6 +57,7 @@ BASES = {
     "resnet": "default",
     "test": "default",
     "generative_test": "generative",
+    "generative_mcpc": "generative",
 }
 
 
