@@ -205,9 +205,12 @@ def test_documented_command_trains_and_saves_everything(finished, generative_con
         str(epochs - 1),
         str(epochs),
     ]
-    for name in ("samples.png", "curves.png"):
+    for name in ("samples.png", "curves.png", "generated.png"):
         png = (workdir / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
+    scores = json.loads((workdir / "scores.json").read_text())
+    assert scores["num_samples"] == config.score_samples
+    assert f"{config.score_samples} samples, scored by a backprop classifier" in stderr
 
 
 @pytest.mark.slow

@@ -375,18 +375,14 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             final = {k: float(v) for k, v in workdir_lib.to_host(final).items()}
         else:
             final = run.history[-1]
-        title = f"PC decoder {decoder} on {config.dataset}, {config.output_energy}"
+        method = "MCPC" if config.node_optimizer == "langevin" else "PC"
+        title = f"{method} decoder {decoder} on {config.dataset}, {config.output_energy}"
         title += f", after {epochs} epochs"
         if run.history:
             plots.plot_curves(run.history, run.path / "curves.png", title=title)
         params, eval_set, last_images = workdir_lib.to_host((state.params, eval_set, last_images))
         samples = run.path / "samples.png"
         save_samples(config, params, eval_set, last_images, sample_rng, samples, title)
-        logging.info(
-            f"Final held-out reconstruction MSE {final['test_mse']:.4f}; bottom half from the top "
-            f"half {final['masked_mse']:.4f} vs {final['mean_image_mse']:.4f} for the mean image "
-            f"(after {epochs} epochs)."
-        )
         result = score_samples(config, params, splits, score_rng, run.path)
         s, data = result["samples"], result["training_images"]
         logging.info(
@@ -396,5 +392,10 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             f"{100 * data['confident']:.1f}%), label entropy {s['label_entropy']:.3f} nats "
             f"({data['label_entropy']:.3f}; ln 10 = 2.303), Fréchet distance to the test images "
             f"{s['frechet_distance']:.2f} ({data['frechet_distance']:.2f}). In scores.json."
+        )
+        logging.info(
+            f"Final held-out reconstruction MSE {final['test_mse']:.4f}; bottom half from the top "
+            f"half {final['masked_mse']:.4f} vs {final['mean_image_mse']:.4f} for the mean image "
+            f"(after {epochs} epochs)."
         )
     return state
