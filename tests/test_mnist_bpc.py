@@ -24,7 +24,7 @@ def small_bpc(**overrides):
     return models.BPC(image_size=SIZES[0], **{**fields, **overrides})
 
 
-def setup():
+def small_network():
     model = small_bpc()
     keys = jax.random.split(jax.random.key(0), 5)
     image = jax.random.uniform(keys[0], (BATCH, SIZES[0]))
@@ -64,7 +64,7 @@ def hand_energy(params, image, label, hidden):
 
 
 def test_energy_and_node_gradients_are_the_formula():
-    model, params, image, label, hidden = setup()
+    model, params, image, label, hidden = small_network()
     apply = lambda *a, **k: model.apply(*a, train=True, **k)  # noqa: E731
     inputs = models.with_labels(np.asarray(image), np.asarray(label))
     nodes = {f"hidden_{i + 1}": {"value": v} for i, v in enumerate(hidden)}
@@ -84,7 +84,7 @@ def test_energy_and_node_gradients_are_the_formula():
 
 
 def test_generating_is_the_same_energy_from_a_top_down_start():
-    model, params, image, label, hidden = setup()
+    model, params, image, label, hidden = small_network()
     generator = lambda *a, **k: model.clone(generate=True).apply(*a, train=False, **k)  # noqa: E731
     # The top-down pass: every node at its backward prediction, from the label down.
     start = fpc.init_nodes(generator, params, label)
@@ -106,7 +106,7 @@ def test_generating_is_the_same_energy_from_a_top_down_start():
 
 
 def test_the_feed_forward_pass_classifies_without_the_label():
-    model, params, image, label, _ = setup()
+    model, params, image, label, _ = small_network()
     output = model.apply({"params": params}, image, train=False)
     h = image
     for layer in (1, 2, 3):
@@ -118,7 +118,7 @@ def test_the_feed_forward_pass_classifies_without_the_label():
 
 
 def test_an_energy_without_the_label_or_a_wrong_input_width_is_an_error():
-    model, params, image, label, hidden = setup()
+    model, params, image, label, hidden = small_network()
     nodes = {f"hidden_{i + 1}": {"value": v} for i, v in enumerate(hidden)}
     apply = lambda *a, **k: model.apply(*a, train=True, **k)  # noqa: E731
     with pytest.raises(ValueError, match="needs the label"):
@@ -128,7 +128,7 @@ def test_an_energy_without_the_label_or_a_wrong_input_width_is_an_error():
 
 
 def test_generation_lowers_the_energy_and_keeps_the_top_down_start():
-    model, params, _, label, _ = setup()
+    model, params, _, label, _ = small_network()
     top_down, inferred, energy = generate.generate(
         model, params, label, output_energy=fpc.energies.squared_error, steps=50, learning_rate=0.02
     )
