@@ -36,17 +36,19 @@ def get_config() -> ml_collections.ConfigDict:
     # NNX: train_nnx.py, models_nnx.py, fpc.nnx.train_step; model 'mlp' only; see configs/nnx.py).
     config.flax_api = "linen"
     # str: 'mlp' (Dense layers), 'cnn' (conv blocks, then Dense layers), 'resnet',
-    # 'residual_mlp' (a deep residual MLP: depth, width, parameterization), or 'flax_cnn' (the
+    # 'residual_mlp' (a deep residual MLP: depth, width, parameterization), 'flax_cnn' (the
     # CNN of Flax's MNIST example as Flax writes it, without PCNodes: trained through
     # fpc.with_nodes; of the model's fields, only value_init, value_init_stddev and latent
-    # apply to it).
+    # apply to it), or 'bpc' (bidirectional PC: an MLP of hidden_sizes with forward and
+    # backward weights that classifies and, after training, generates an image per class
+    # into samples.png; see backward_precision).
     config.model = "mlp"
     # str or None: the workdir of a finished run of the same model, data and optimizer (e.g.
     # one with --config.algorithm=bp): a new run starts from its newest checkpoint's weights
     # (fine-tuning) instead of a random initialisation; ignored when this run resumes.
     config.init_checkpoint = config_dict.placeholder(str)
     # tuple of int > 0: widths of the hidden Dense layers (after the conv blocks for 'cnn'),
-    # each followed by a value node; mlp and cnn only.
+    # each followed by a value node; mlp, cnn and bpc only.
     config.hidden_sizes = (128, 128, 128)
     # tuple of int > 0: channels of the conv blocks (3x3 nn.Conv, activation, 2x2 average pool,
     # value node); cnn only.
@@ -71,6 +73,10 @@ def get_config() -> ml_collections.ConfigDict:
     # kernels, layer outputs scaled by fpc.mupc_scalings: 1/sqrt(784), 1/sqrt(width * depth),
     # 1/width).
     config.parameterization = "standard"
+    # float >= 0: 'bpc' only: bidirectional PC's alpha_b, the precision of the backward
+    # predictions' errors (each layer predicted from the one above, from the label down to the
+    # image) next to the forward errors' 1; 0 is PC with idle backward weights.
+    config.backward_precision = 0.001
     # float in [0, 1): dropout before the output layer, in training only (one mask per batch;
     # see the README's "BatchNorm and Dropout under PC"); every model.
     config.dropout_rate = 0.0

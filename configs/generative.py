@@ -42,13 +42,23 @@ def get_config() -> ml_collections.ConfigDict:
     # str: energy of the clamped image given the output: 'bernoulli' (the output is logits; the
     # images are their sigmoid) or 'squared_error' (the output is the pixels, unit variance).
     config.output_energy = "bernoulli"
+    # bool: True: a value node on each hidden layer (inferred; ancestral samples add its
+    # unit-variance noise); False: the hidden layers are a function of the latent, the only node.
+    config.hidden_nodes = True
 
     # Predictive coding.
+    # str: training's inference: 'sgd' (PC: SGD with node_momentum finds the most likely
+    # latents) or 'langevin' (MCPC: fpc.langevin(node_learning_rate, temperature), Langevin steps
+    # that sample the latents' posterior; the weight step follows the last sample).
+    config.node_optimizer = "sgd"
+    # float >= 0: 'langevin' only: the temperature of the Langevin steps (1: the posterior itself;
+    # 0: plain SGD).
+    config.temperature = 1.0
     # int > 0: T, node updates per training batch (the latent starts at 0 each batch).
     config.inference_steps = 20
     # float > 0: SGD learning rate of the value nodes during training.
     config.node_learning_rate = 0.05
-    # float in [0, 1): SGD momentum of the value nodes (0: plain SGD).
+    # float in [0, 1): SGD momentum of the value nodes (0: plain SGD); 'sgd' only.
     config.node_momentum = 0.7
 
     # Weights.
@@ -86,5 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.noise_stddev = 0.3
     # int > 0 (at most eval_size): images per row of samples.png.
     config.grid_columns = 10
+    # int > 0: after training, images sampled from the model (ancestrally) and scored by a
+    # classifier trained by backprop on the training set (scores.json; the first 100 in
+    # generated.png).
+    config.score_samples = 10000
 
     return config

@@ -30,6 +30,7 @@ CONFIGS = ROOT / "configs"
 MNIST_CONFIGS = (
     "default",
     "backprop",
+    "bpc",
     "cnn",
     "fashion_mnist",
     "fashion_mnist_ipc",
@@ -47,6 +48,7 @@ DEFAULTS = ("default", "generative")
 # Every other config, with the config it starts from, and that one's default.
 BASES = {
     "backprop": "default",
+    "bpc": "default",
     "cnn": "default",
     "fashion_mnist": "default",
     "fashion_mnist_ipc": "fashion_mnist",
@@ -57,6 +59,7 @@ BASES = {
     "resnet": "default",
     "test": "default",
     "generative_test": "generative",
+    "generative_mcpc": "generative",
 }
 
 
@@ -232,6 +235,8 @@ BAD_FIELDS = [
     ("width", 0, "int > 0"),
     ("parameterization", "mup", "expected one of"),
     ("parameterization", "mupc", "applies to model 'residual_mlp' only"),
+    ("backward_precision", -0.1, "number >= 0"),
+    ("backward_precision", float("nan"), "number >= 0"),
 ]
 
 
@@ -324,6 +329,22 @@ def test_pc_fields_reach_the_train_state(field, value, attribute):
     train.validate_config(config)
     state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
     assert getattr(state, attribute) == value
+
+
+def test_bpc_is_the_reference_mlp_with_backward_weights_and_stronger_inference():
+    default, bpc = load_config("default").to_dict(), load_config("bpc").to_dict()
+    assert {k for k, v in bpc.items() if default[k] != v} == {
+        "model",
+        "node_learning_rate",
+        "inference_steps",
+    }
+    model = train.create_model(load_config("bpc"))
+    assert isinstance(model, models.BPC)
+    assert (tuple(model.hidden_sizes), model.backward_precision) == ((128, 128, 128), 0.001)
+    config = load_config("bpc")
+    config.hidden_sizes = ()
+    with pytest.raises(ConfigError, match=r"config.hidden_sizes = \(\): expected a non-empty"):
+        train.validate_config(config)
 
 
 def test_cnn_needs_conv_features():

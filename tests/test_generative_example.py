@@ -28,7 +28,7 @@ from examples.generative import models, train
 ROOT = pathlib.Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "generative"
 MAIN = "examples/generative/main.py"
-CONFIGS = ("generative", "generative_test")
+CONFIGS = ("generative", "generative_test", "generative_mcpc")
 METRICS = (
     "train_energy",
     "test_mse",
@@ -101,6 +101,10 @@ BAD_FIELDS = [
     ("noise_stddev", float("inf"), "number >= 0"),
     ("grid_columns", 0, "int > 0"),
     ("grid_columns", 2000, "larger than config.eval_size = 1000"),
+    ("node_optimizer", "adam", "expected one of"),
+    ("temperature", -1.0, "number >= 0"),
+    ("hidden_nodes", 1, "True or False"),
+    ("score_samples", 0, "int > 0"),
 ]
 
 
@@ -161,7 +165,7 @@ def test_prior_samples_differ_and_are_images(generative_config):
     config = generative_config()
     model = train.create_model(config)
     params = model.init(jax.random.key(0), models.prior_mean(model, 1))
-    samples = train.sample_prior(config, params["params"], jax.random.key(1), 4)
+    samples = models.sample(model, params["params"], jax.random.key(1), 4)
     assert samples.shape == (4, 784)
     assert float(jnp.min(samples)) >= 0 and float(jnp.max(samples)) <= 1
     assert float(jnp.std(samples[0] - samples[1])) > 0
@@ -206,9 +210,12 @@ def test_documented_command_trains_and_saves_everything(finished, generative_con
         str(epochs - 1),
         str(epochs),
     ]
-    for name in ("samples.png", "curves.png"):
+    for name in ("samples.png", "curves.png", "generated.png"):
         png = (workdir / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
+    scores = json.loads((workdir / "scores.json").read_text())
+    assert scores["num_samples"] == config.score_samples
+    assert f"{config.score_samples} samples, scored by a backprop classifier" in stderr
 
 
 @pytest.mark.slow
@@ -293,12 +300,20 @@ OTHER_VALUES = {
     "hidden_sizes": (16,),
     "activation": "relu",
     "output_energy": "squared_error",
+    "hidden_nodes": False,
 }
 MODEL_FIELDS = train.model_fields(load_config("generative_test"))
 
 
 def test_the_model_fields_are_what_create_model_reads():
-    assert MODEL_FIELDS == ("dataset", "latent_size", "hidden_sizes", "activation", "output_energy")
+    assert MODEL_FIELDS == (
+        "dataset",
+        "latent_size",
+        "hidden_sizes",
+        "activation",
+        "output_energy",
+        "hidden_nodes",
+    )
 
 
 @pytest.mark.slow

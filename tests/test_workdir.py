@@ -206,6 +206,7 @@ OTHER_VALUES = {
     "value_init": "zeros",
     "value_init_stddev": 0.5,
     "latent": "error",
+    "backward_precision": 0.1,
 }
 #: One short run of each model: a few steps of a tiny network.
 SHORT = {"num_epochs": 1, "synthetic_train_size": 128, "batch_size": 64}
@@ -215,6 +216,7 @@ MODELS = {
     "resnet": {"model": "resnet"},
     "residual_mlp": {"model": "residual_mlp", "depth": 4, "width": 16},
     "flax_cnn": {"model": "flax_cnn"},
+    "bpc": {"model": "bpc"},
 }
 CASES = [
     (model, field)
@@ -241,6 +243,8 @@ def test_the_model_fields_follow_the_model():
     )
     assert fields["residual_mlp"][:5] == ("dataset", "model", "depth", "width", "parameterization")
     assert fields["flax_cnn"] == ("dataset", "model", *node)  # Flax's CNN: its nodes only
+    assert fields["bpc"] == ("dataset", "model", "hidden_sizes", "backward_precision",
+                             "activation", *node, "dropout_rate")  # fmt: skip
     assert "parameterization" not in fields["mlp"] and "conv_features" in fields["cnn"]
 
 

@@ -3,8 +3,9 @@
 The input of the model is the prior mean of the latent (zeros, ``[B, latent]``):
 the latent node ``z`` is a :class:`flax_pc.PCNode` whose prediction is that
 mean, so its energy ``½‖z‖²`` is the negative log-density of a N(0, I) prior.
-Below it, every hidden layer has a value node, and the output layer predicts
-the image, which training clamps through the output energy.
+Below it, every hidden layer has a value node (or none: ``hidden_nodes=False``),
+and the output layer predicts the image, which training clamps through the
+output energy. :func:`sample` draws images from the model, ancestrally.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Decoder(nn.Module):
         at the prior mean (for inference), ``'normal'`` draws it from the
         N(0, I) prior (for sampling; needs ``rng`` in :func:`flax_pc.init_nodes`).
       node: the value node of each hidden layer.
+      hidden_nodes: a ``node`` on each hidden layer (``True``), or none: the
+        hidden layers are then a deterministic function of the latent, the
+        only node.
     """
 
     latent_size: int = 32
@@ -53,6 +57,7 @@ class Decoder(nn.Module):
     to_image: Callable[[jax.Array], jax.Array] = nn.sigmoid
     latent_node: ModuleDef = functools.partial(fpc.PCNode, value_init="zeros")
     node: ModuleDef = fpc.PCNode
+    hidden_nodes: bool = True
 
     @nn.compact
     def __call__(self, prior_mean: jax.Array) -> jax.Array:
@@ -63,7 +68,9 @@ class Decoder(nn.Module):
         """
         x = self.latent_node(name=LATENT)(prior_mean)
         for i, size in enumerate(self.hidden_sizes):
-            x = self.node(name=f"hidden_{i}")(nn.Dense(size)(x if i == 0 else self.act(x)))
+            x = nn.Dense(size)(x if i == 0 else self.act(x))
+            if self.hidden_nodes:
+                x = self.node(name=f"hidden_{i}")(x)
         if self.hidden_sizes:
             x = self.act(x)
         return nn.Dense(self.image_size)(x)
@@ -83,4 +90,35 @@ def decode(model: Decoder, params: Any, latent: jax.Array) -> jax.Array:
     """
     nodes = {LATENT: {"value": latent}}
     output = model.apply({"params": params, fpc.NODES: nodes}, jnp.zeros_like(latent))
+    return model.to_image(cast(jax.Array, output))
+
+
+class AncestralNode(nn.Module):
+    """Stands in for a :class:`flax_pc.PCNode` to sample: its prediction plus Gaussian noise.
+
+    A node of unit precision (``squared_error``, ``precision=1``) is the
+    Gaussian ``v ~ N(mu, I)``; its noise comes from the :data:`flax_pc.NODE_RNG`
+    stream. On the latent, whose prediction is the prior mean, it draws from
+    the prior.
+    """
+
+    @nn.compact
+    def __call__(self, prediction: jax.Array) -> jax.Array:
+        noise = jax.random.normal(self.make_rng(fpc.NODE_RNG), prediction.shape, prediction.dtype)
+        return prediction + noise
+
+
+def sample(model: Decoder, params: Any, rng: jax.Array, n: int) -> jax.Array:
+    """``n`` images drawn from the model ancestrally, ``[n, image_size]`` in ``[0, 1]``.
+
+    From the top down, every node's value is drawn from its Gaussian around its
+    prediction (the latent from the N(0, I) prior, each hidden node with unit
+    variance), as the MCPC paper samples its models (``sample_pc`` in its
+    code); the image is the mean of the output's distribution
+    (``model.to_image``), not a draw of binary pixels. This is the
+    distribution that Langevin dynamics on every node with the image left
+    free (the paper's pictures) samples at equilibrium, without its burn-in.
+    """
+    sampler = model.clone(latent_node=AncestralNode, node=AncestralNode)
+    output = sampler.apply({"params": params}, prior_mean(model, n), rngs={fpc.NODE_RNG: rng})
     return model.to_image(cast(jax.Array, output))

@@ -12,15 +12,20 @@ set, :func:`flax_pc.infer` finds the latent of each image from
   bottom half, against that of the mean training image;
 - a noisy copy: the MSE of the denoised image, against that of the noisy one;
 
-each image is decoded from its latent alone. The workdir
-(``examples/common/workdir.py``) gets ``config.json``, ``metrics.jsonl``,
-TensorBoard summaries, a checkpoint per epoch (a rerun resumes),
-``curves.png`` and ``samples.png``.
+each image is decoded from its latent alone. With
+``config.node_optimizer='langevin'`` (:func:`flax_pc.langevin`), training's
+inference samples the latents' posterior instead of finding its mode: Monte
+Carlo PC (MCPC). After training, images sampled from the model
+(:func:`models.sample`) are scored by a classifier trained by backprop on the
+same data (``scores.py``). The workdir (``examples/common/workdir.py``) gets
+``config.json``, ``metrics.jsonl``, TensorBoard summaries, a checkpoint per
+epoch (a rerun resumes), ``curves.png``, ``samples.png``, ``generated.png``
+and ``scores.json``.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -34,11 +39,11 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from examples.common import input_pipeline, loops
+from examples.common import image_grid, input_pipeline, loops
 from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
 from examples.common.config_checks import ConfigError, FieldChecker
-from examples.generative import models, plots
+from examples.generative import models, plots, scores
 
 Config = ml_collections.ConfigDict
 #: Output energies, and how each turns the model's output into an image.
@@ -69,9 +74,16 @@ def validate_config(config: Config) -> None:
     check.one_of("output_energy", OUTPUT_ENERGIES)
     check.positive_float("node_learning_rate", "learning_rate", "eval_node_learning_rate")
     check.fraction("node_momentum", "eval_node_momentum")
+    check.one_of("node_optimizer", ("sgd", "langevin"))
+    check.non_negative_float("temperature")
+    check.requires(
+        "node_momentum", not config.node_momentum or config.node_optimizer == "sgd",
+        "needs config.node_optimizer = 'sgd' (Langevin steps take no momentum); use 0",
+    )  # fmt: skip
+    check.check("hidden_nodes", isinstance(config.hidden_nodes, bool), "True or False")
     check.non_negative_float("weight_decay", "noise_stddev")
     check.non_negative_int("seed")
-    check.positive_int("eval_size", "eval_inference_steps", "grid_columns")
+    check.positive_int("eval_size", "eval_inference_steps", "grid_columns", "score_samples")
     check.requires(
         "grid_columns", config.grid_columns <= config.eval_size,
         f"is larger than config.eval_size = {config.eval_size} (the grid shows evaluated images)",
@@ -86,6 +98,7 @@ def create_model(config: Config) -> models.Decoder:
         image_size=IMAGE_SIZE,
         act=ACTIVATIONS[config.activation],
         to_image=TO_IMAGE[config.output_energy],
+        hidden_nodes=config.hidden_nodes,
     )
 
 
@@ -100,6 +113,13 @@ def create_node_optimizer(learning_rate: float, momentum: float) -> optax.Gradie
     return optax.sgd(learning_rate, momentum=momentum or None)
 
 
+def create_training_node_optimizer(config: Config) -> optax.GradientTransformation:
+    """Training's inference: SGD (PC: the mode) or Langevin steps (MCPC: samples)."""
+    if config.node_optimizer == "langevin":
+        return fpc.langevin(config.node_learning_rate, config.temperature)
+    return create_node_optimizer(config.node_learning_rate, config.node_momentum)
+
+
 def create_train_state(config: Config, rng: jax.Array) -> fpc.PCTrainState:
     """A fresh :class:`flax_pc.PCTrainState` for ``config``'s decoder; ``rng`` draws the params."""
     model = create_model(config)
@@ -109,7 +129,7 @@ def create_train_state(config: Config, rng: jax.Array) -> fpc.PCTrainState:
         apply_fn=model.apply,
         params=init(rng)["params"],
         tx=optax.adamw(config.learning_rate, weight_decay=config.weight_decay),
-        node_tx=create_node_optimizer(config.node_learning_rate, config.node_momentum),
+        node_tx=create_training_node_optimizer(config),
         inference_steps=config.inference_steps,
         output_energy=OUTPUT_ENERGIES[config.output_energy],
     )
@@ -203,16 +223,6 @@ def make_evaluate(config: Config) -> Callable[..., tuple[dict, dict]]:
     return evaluate
 
 
-def sample_prior(config: Config, params: Any, rng: jax.Array, n: int) -> jax.Array:
-    """``n`` images decoded from latents drawn from the N(0, I) prior."""
-    model = create_model(config)
-    sampler = model.clone(latent_node=functools.partial(fpc.PCNode, value_init="normal"))
-    prior = models.prior_mean(model, n)
-    # value_init='normal' draws the latent; the hidden nodes start at their predictions.
-    nodes = fpc.init_nodes(sampler.apply, params, prior, rng=rng)
-    return models.decode(model, params, nodes[models.LATENT]["value"])
-
-
 @jax.jit
 def summarize_epoch(metrics):
     """Reduces ``train_epoch``'s per-batch metrics to per-epoch means."""
@@ -244,10 +254,46 @@ def save_samples(
         ("bottom half\nfilled in", images["filled"][:k], None),
         (f"noisy\n(σ = {config.noise_stddev:g})", eval_set.noisy[:k], None),
         ("denoised", images["denoised"][:k], None),
-        ("samples\nz ~ N(0, I)", sample_prior(config, params, rng, k), None),
+        ("samples\n(ancestral)", models.sample(create_model(config), params, rng, k), None),
     ]
     rows = [(label, np.asarray(x), mask) for label, x, mask in rows]
-    plots.plot_samples(rows, path, IMAGE_SHAPE, title=title)
+    image_grid.plot_samples(rows, path, IMAGE_SHAPE, title=title)
+
+
+def score_samples(
+    config: Config, params: Any, splits: input_pipeline.Splits, rng: jax.Array, path: pathlib.Path
+) -> dict[str, Any]:
+    """Scores ``config.score_samples`` samples of the model: ``scores.json``, ``generated.png``.
+
+    The classifier comes from ``path`` (``scores.CLASSIFIER_FILE``), or is trained
+    on the training split and saved there first. The reference: as many
+    training images, scored the same way.
+    """
+    classifier = scores.load_or_train(
+        path / scores.CLASSIFIER_FILE, splits.train_images, splits.train_labels
+    )
+    n = config.score_samples
+    samples = np.asarray(models.sample(create_model(config), params, rng, n))
+    result = {
+        "sampler": "ancestral",
+        "num_samples": n,
+        "classifier_test_accuracy": scores.accuracy(
+            classifier, splits.test_images, splits.test_labels
+        ),
+        "samples": scores.sample_scores(classifier, samples, splits.test_images),
+        "training_images": scores.sample_scores(
+            classifier, splits.train_images[:n], splits.test_images
+        ),
+    }
+    (path / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
+    s = result["samples"]
+    title = (
+        f"Samples of the model (ancestral): {100 * s['confident']:.1f}% confidently classified, "
+        f"label entropy {s['label_entropy']:.2f} nats, Fréchet distance {s['frechet_distance']:.1f}"
+    )
+    rows = [("", samples[i : i + 10], None) for i in range(0, min(n, 100), 10)]
+    image_grid.plot_samples(rows, path / "generated.png", IMAGE_SHAPE, title=title)
+    return result
 
 
 def log_line(r: dict[str, Any]) -> str:
@@ -270,7 +316,8 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
     with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
         parallel = fpc.DataParallel.create()
         splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)
-        init_rng, data_rng, noise_rng, sample_rng = jax.random.split(jax.random.key(config.seed), 4)
+        keys = jax.random.split(jax.random.key(config.seed), 5)
+        init_rng, data_rng, noise_rng, sample_rng, score_rng = keys
         eval_set = parallel.replicate(workdir_lib.to_host(make_eval_set(config, splits, noise_rng)))
         logging.info(
             f"{config.dataset}: {num_train} training images, {config.eval_size} of the "
@@ -329,13 +376,24 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             final = {k: float(v) for k, v in workdir_lib.to_host(final).items()}
         else:
             final = run.history[-1]
-        title = f"PC decoder {decoder} on {config.dataset}, {config.output_energy}"
+        method = "MCPC" if config.node_optimizer == "langevin" else "PC"
+        title = f"{method} decoder {decoder} on {config.dataset}, {config.output_energy}"
         title += f", after {epochs} epochs"
         if run.history:
             plots.plot_curves(run.history, run.path / "curves.png", title=title)
         params, eval_set, last_images = workdir_lib.to_host((state.params, eval_set, last_images))
         samples = run.path / "samples.png"
         save_samples(config, params, eval_set, last_images, sample_rng, samples, title)
+        result = score_samples(config, params, splits, score_rng, run.path)
+        s, data = result["samples"], result["training_images"]
+        logging.info(
+            f"{config.score_samples} samples, scored by a backprop classifier "
+            f"({100 * result['classifier_test_accuracy']:.1f}% test accuracy): "
+            f"{100 * s['confident']:.1f}% confidently classified (training images "
+            f"{100 * data['confident']:.1f}%), label entropy {s['label_entropy']:.3f} nats "
+            f"({data['label_entropy']:.3f}; ln 10 = 2.303), Fréchet distance to the test images "
+            f"{s['frechet_distance']:.2f} ({data['frechet_distance']:.2f}). In scores.json."
+        )
         logging.info(
             f"Final held-out reconstruction MSE {final['test_mse']:.4f}; bottom half from the top "
             f"half {final['masked_mse']:.4f} vs {final['mean_image_mse']:.4f} for the mean image "

@@ -26,7 +26,7 @@ from examples.common import input_pipeline, loops
 from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
 from examples.common.config_checks import FieldChecker
-from examples.mnist import models, plots
+from examples.mnist import generate, models, plots
 
 Config = ml_collections.ConfigDict
 OUTPUT_ENERGIES = {
@@ -62,6 +62,7 @@ MODELS: dict[str, Callable[[Config], Any]] = {
         c.depth, c.width, mupc=c.parameterization == "mupc", **shared(c)
     ),
     "flax_cnn": lambda c: models.WithNodes(models.FlaxCNN(), pc_node(c)),
+    "bpc": lambda c: models.BPC(tuple(c.hidden_sizes), c.backward_precision, **shared(c)),
 }
 
 
@@ -86,7 +87,7 @@ def validate_config(config: Config) -> None:
     check.data_fields(input_pipeline.DATASETS)
     check.one_of("flax_api", ("linen", "nnx"))  # 'nnx' runs in train_nnx.py (main.py)
     check.one_of("model", MODELS)
-    check.sizes("hidden_sizes", required=model in ("mlp", "cnn"))
+    check.sizes("hidden_sizes", required=model in ("mlp", "cnn", "bpc"))
     check.sizes("conv_features", required=model == "cnn")
     check.sizes("resnet_stage_features", required=model == "resnet")
     check.positive_int("resnet_stem_features", "resnet_blocks_per_stage", "width")
@@ -107,7 +108,7 @@ def validate_config(config: Config) -> None:
     check.positive_float("node_learning_rate", "value_init_stddev", "learning_rate")
     check.one_of("optimizer", ("adam", "adamw"))
     check.one_of("lr_schedule", ("constant", "cosine"))
-    check.non_negative_float("weight_decay")
+    check.non_negative_float("weight_decay", "backward_precision")
     check.requires(
         "weight_decay", not config.weight_decay or config.optimizer == "adamw",
         f"needs config.optimizer = 'adamw' (it is {config.optimizer!r})",
@@ -223,7 +224,9 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
 
         # Each process puts its share of the training set on its devices.
         one_hot = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
-        train_set = (splits.train_images[:num_train], one_hot[:num_train])
+        bpc = config.model == "bpc"  # bPC's input holds the label too (models.BPC)
+        images = models.with_labels(splits.train_images, one_hot) if bpc else splits.train_images
+        train_set = (images[:num_train], one_hot[:num_train])
         train_images, train_targets = parallel.shard(input_pipeline.process_share(train_set))
         test_set = parallel.replicate((splits.test_images, splits.test_labels))
         train_epoch = loops.make_train_epoch(loop, config.batch_size, parallel.batch_sharding)
@@ -255,6 +258,8 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             accuracy = run.history[-1]["test_accuracy"]
             title = f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}"
             plots.plot_curves(run.history, run.path / "curves.png", title=title)
+            if bpc:  # bPC generates too: an image per class, for its clamped label
+                generate.save_samples(config, create_model(config), state, run.path)
         else:
             accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
         epochs = max(config.num_epochs, run.start_epoch)
