@@ -52,7 +52,7 @@ def test_frechet_distance_by_hand():
     b = rng.normal(size=(400, 3)) + 0.3
     cov_a, cov_b = np.cov(a.T), np.cov(b.T)
     expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(
-        cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real
+        cov_a + cov_b - 2 * np.real(scipy.linalg.sqrtm(cov_a @ cov_b))
     )
     np.testing.assert_allclose(scores.frechet_distance(a, b), expected, rtol=1e-9)
 
@@ -78,11 +78,11 @@ def test_ancestral_samples_have_the_models_distribution(hidden_nodes):
     )  # fmt: skip
     params = model.init(jax.random.key(0), models.prior_mean(model, 1))["params"]
     params["Dense_0"]["bias"] = jnp.array([0.5, -1.0, 0.2])
-    k1, k2 = params["Dense_0"]["kernel"], params["Dense_1"]["kernel"]
+    k1, k2 = (np.asarray(params[f"Dense_{i}"]["kernel"], np.float64) for i in (0, 1))
     samples = np.asarray(models.sample(model, params, jax.random.key(1), 40_000), np.float64)
     hidden_covariance = k1.T @ k1 + (np.eye(3) if hidden_nodes else 0)
     covariance = k2.T @ hidden_covariance @ k2
-    mean = params["Dense_0"]["bias"] @ k2 + params["Dense_1"]["bias"]
+    mean = np.asarray(params["Dense_0"]["bias"]) @ k2 + np.asarray(params["Dense_1"]["bias"])
     np.testing.assert_allclose(samples.mean(0), mean, atol=0.03)
     np.testing.assert_allclose(np.cov(samples.T), covariance, atol=0.05 * np.abs(covariance).max())
 
@@ -97,7 +97,7 @@ def test_langevin_inference_draws_noise_from_the_key(generative_config):
     inputs = jnp.zeros((8, config.latent_size))
     targets = jax.random.uniform(jax.random.key(1), (8, 784))
     params = [state.train_step(inputs, targets, rng=jax.random.key(k))[0].params for k in (2, 2, 3)]
-    kernel = [p["Dense_0"]["kernel"] for p in params]
+    kernel = [np.asarray(p["Dense_0"]["kernel"]) for p in params]
     np.testing.assert_array_equal(kernel[0], kernel[1])  # the same key: the same samples
     assert not np.allclose(kernel[0], kernel[2])  # another key: others
     # SGD ignores the key.

@@ -107,7 +107,7 @@ def test_generating_is_the_same_energy_from_a_top_down_start():
 
 def test_the_feed_forward_pass_classifies_without_the_label():
     model, params, image, label, _ = small_network()
-    output = model.apply({"params": params}, image, train=False)
+    output = jnp.asarray(model.apply({"params": params}, image, train=False))
     h = image
     for layer in (1, 2, 3):
         h = (h if layer == 1 else jnp.tanh(h)) @ params[f"forward_{layer}"]["kernel"]
@@ -135,7 +135,9 @@ def test_generation_lowers_the_energy_and_keeps_the_top_down_start():
     assert top_down.shape == inferred.shape == (BATCH, SIZES[0])
     assert energy.shape == (51,)
     assert float(energy[-1]) < 0.5 * float(energy[0])
-    assert np.all(np.diff(np.asarray(energy)) <= 1e-4)  # small steps: the energy never rises
+    assert np.all(
+        np.diff(np.asarray(energy, np.float64)) <= 1e-4
+    )  # small steps: the energy never rises
 
 
 def test_bpc_config_trains_and_draws_its_samples(mnist_config, tmp_path, caplog):
