@@ -1,6 +1,6 @@
 """Bidirectional PC (bPC): the reference MLP with backward weights too; it classifies and generates.
 
-model='bpc' (examples/mnist/models.BPC): the layers of default.py's MLP
+model='bpc' (examples/mnist/models_bpc.BPC): the layers of default.py's MLP
 (784-128-128-128-10, tanh) with forward weights (the classifier, evaluated
 by its feed-forward pass) and backward weights that predict each layer from
 the one above, the label down to the image, their errors weighted by

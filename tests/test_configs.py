@@ -21,7 +21,7 @@ from examples.common import loops
 from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
 from examples.common.config_checks import ConfigError
-from examples.mnist import models, train, train_nnx
+from examples.mnist import models, models_bpc, train, train_nnx
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -339,7 +339,7 @@ def test_bpc_is_the_reference_mlp_with_backward_weights_and_stronger_inference()
         "inference_steps",
     }
     model = train.create_model(load_config("bpc"))
-    assert isinstance(model, models.BPC)
+    assert isinstance(model, models_bpc.BPC)
     assert (tuple(model.hidden_sizes), model.backward_precision) == ((128, 128, 128), 0.001)
     config = load_config("bpc")
     config.hidden_sizes = ()

@@ -1,4 +1,4 @@
-"""examples/mnist's bidirectional PC model (models.BPC, model='bpc') and its generation.
+"""examples/mnist's bidirectional PC model (models_bpc.BPC, model='bpc') and its generation.
 
 The energy, its node gradients and the top-down initialisation are checked
 against the formula written out by hand; a tiny synthetic run of the bPC
@@ -12,7 +12,7 @@ import pytest
 from helpers import log_lines
 
 import flax_pc as fpc
-from examples.mnist import generate, models, train
+from examples.mnist import generate, models_bpc, train
 
 SIZES = (6, 5, 4, 3)  # image, two hidden layers, label
 ALPHA_B = 0.3
@@ -21,7 +21,7 @@ BATCH = 4
 
 def small_bpc(**overrides):
     fields = {"hidden_sizes": SIZES[1:-1], "backward_precision": ALPHA_B, "num_classes": SIZES[-1]}
-    return models.BPC(image_size=SIZES[0], **{**fields, **overrides})
+    return models_bpc.BPC(image_size=SIZES[0], **{**fields, **overrides})
 
 
 def small_network():
@@ -66,7 +66,7 @@ def hand_energy(params, image, label, hidden):
 def test_energy_and_node_gradients_are_the_formula():
     model, params, image, label, hidden = small_network()
     apply = lambda *a, **k: model.apply(*a, train=True, **k)  # noqa: E731
-    inputs = models.with_labels(np.asarray(image), np.asarray(label))
+    inputs = models_bpc.with_labels(np.asarray(image), np.asarray(label))
     nodes = {f"hidden_{i + 1}": {"value": v} for i, v in enumerate(hidden)}
     result = fpc.energy(apply, params, nodes, inputs, label)
     expected = hand_energy(params, image, label, hidden)
@@ -113,7 +113,7 @@ def test_the_feed_forward_pass_classifies_without_the_label():
         h = (h if layer == 1 else jnp.tanh(h)) @ params[f"forward_{layer}"]["kernel"]
         h = h + params[f"forward_{layer}"]["bias"]
     np.testing.assert_allclose(output, h, rtol=1e-5, atol=1e-6)
-    with_label = models.with_labels(np.asarray(image), np.asarray(label))
+    with_label = models_bpc.with_labels(np.asarray(image), np.asarray(label))
     np.testing.assert_array_equal(model.apply({"params": params}, with_label, train=False), output)
 
 

@@ -159,7 +159,7 @@ def test_init_checkpoint_starts_from_another_nnx_runs_model(finished, nnx_config
     workdir = finished[0].parent / "fine_tuned"
     config = nnx_config(num_epochs=1, init_checkpoint=str(finished[0]))
     state = train_nnx.train_and_evaluate(config, str(workdir))
-    start = [line for line in log_lines(caplog) if line.startswith("Starting from the model")]
+    start = [line for line in log_lines(caplog) if line.startswith("Starting from the weights")]
     assert start and f"test accuracy {100 * source:.2f}% before training" in start[0]
     assert int(jnp.asarray(state["optimizer"]["step"][...])) == 512 // 64  # a fresh optimizer
 

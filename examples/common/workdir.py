@@ -9,8 +9,8 @@ metrics)``)::
         ...                                       # load the data
         with workdir.config_errors():             # the library checks its arguments here
             state = create_train_state(config, rng)
-        state = run.resume(state)                 # the newest readable checkpoint, if any
-        state = run.train(state, run_epoch, log_line=..., advice=...)
+        state = run.resume(state, weights=...)    # the newest readable checkpoint, if any
+        state = run.train(state, run_epoch, log_line=..., learning_rates=...)
         ...                                       # plot run.history
 
 What the workdir holds: ``config.json``, ``metrics.jsonl`` (one line per
@@ -22,7 +22,7 @@ epoch), TensorBoard summaries, ``checkpoints/<epoch>/`` (orbax, the last
 - A workdir holds one model: a resume whose config differs from the saved
   ``config.json`` in one of ``model_fields`` stops before anything is written,
   naming the field and both values (``config.init_checkpoint`` starts a new
-  run from another run's weights instead, :func:`load_init_checkpoint`).
+  run from another run's weights instead: ``resume``'s ``weights``).
 - A checkpoint that cannot be read is skipped: the run resumes from the newest
   one that can (the unreadable ones are moved to ``unreadable_checkpoints/``);
   one of other arrays (another model) stops the run, naming the array.
@@ -49,7 +49,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 import jax
@@ -242,23 +242,43 @@ class Workdir:
         """Whether the folder holds a checkpoint (read before :meth:`resume`)."""
         return bool(checkpoints_lib.saved_steps(self.path / "checkpoints"))
 
-    def resume(self, state: State) -> State:
+    def resume(
+        self,
+        state: State,
+        *,
+        weights: Sequence[str] = (),
+        evaluate: Callable[[State], Mapping[str, Any]] | None = None,
+    ) -> State:
         """Takes over the folder and restores its newest readable checkpoint into ``state``.
 
         Restores the newest checkpoint that can be read (``state`` itself
         when there is none), cuts ``metrics.jsonl`` and the TensorBoard
         summaries back to its epoch, and writes ``config.json``. Call it after
         every check that can refuse the run: from here on the folder is this
-        run's.
+        run's. A new run with ``config.init_checkpoint`` starts from the
+        entries ``weights`` names of that run's newest checkpoint
+        (:func:`load_init_checkpoint`; the rest, the optimizer state and the
+        step, stay fresh) and logs their test accuracy before training.
 
         Args:
           state: a fresh train state, placed on the devices: the structure,
             shapes, dtypes and shardings to restore.
+          weights: the entries of ``state`` (fields or keys) that
+            ``config.init_checkpoint`` replaces, e.g. ``('params', 'model_state')``.
+          evaluate: ``evaluate(state)['test_accuracy']``, logged before training
+            from ``config.init_checkpoint``.
 
         Raises:
           WorkdirError: a checkpoint holds arrays of other shapes (another
             model), or no checkpoint can be read.
         """
+        init_checkpoint, init_epoch = self.config.get("init_checkpoint"), 0
+        if init_checkpoint and not self.resuming:  # read before the folder is taken over
+            if not weights:
+                raise ValueError("Workdir.resume: config.init_checkpoint needs `weights`.")
+            like = {name: _entry(state, name) for name in weights}
+            parts, init_epoch = load_init_checkpoint(init_checkpoint, like)
+            state = _with_entries(state, parts)
         checkpoints = checkpoints_lib.open_manager(
             self.path / "checkpoints", self.config.checkpoints_to_keep
         )
@@ -276,6 +296,12 @@ class Workdir:
             self._writer = summaries.create_writer(self.path, self.config, self.start_epoch)
             if self._writer is not None:
                 self._exit.callback(self._writer.close)
+        if init_epoch:
+            start = f"Starting from the weights of {init_checkpoint} (epoch {init_epoch})"
+            if evaluate is not None:
+                accuracy = to_host(evaluate(state))["test_accuracy"]
+                start += f": test accuracy {100 * accuracy:.2f}% before training"
+            logging.info(start + ".")
         return state
 
     def train(
@@ -284,7 +310,7 @@ class Workdir:
         run_epoch: RunEpoch,
         *,
         log_line: Callable[[dict[str, Any]], str],
-        advice: str,
+        learning_rates: Sequence[str],
         examples_per_epoch: int | None = None,
     ) -> State:
         """Runs epochs ``start_epoch + 1 .. config.num_epochs`` and records each.
@@ -305,8 +331,8 @@ class Workdir:
             ``fold_in(key, epoch)``), so that a resumed run ends where an
             uninterrupted one ends.
           log_line: an epoch's log line from its record.
-          advice: what to change when training diverges, e.g.
-            ``'lower config.learning_rate (now 0.1)'``.
+          learning_rates: the config fields to lower when training diverges
+            (the error names each, with its value).
           examples_per_epoch: the training examples of an epoch, for
             ``'examples_per_second'``.
 
@@ -321,6 +347,8 @@ class Workdir:
         if self._checkpoints is None:
             raise RuntimeError("Workdir.train needs Workdir.resume first.")
         checkpoints, num_epochs = self._checkpoints, self.config.num_epochs
+        rates = [f"config.{name} (now {self.config[name]})" for name in learning_rates]
+        advice = "lower " + " or ".join([", ".join(rates[:-1]), rates[-1]] if rates[1:] else rates)
         if self.start_epoch < num_epochs and self._primary:
             logging.info(
                 "Training epochs %d..%d (the first one compiles).", self.start_epoch + 1, num_epochs
@@ -407,6 +435,19 @@ def load_init_checkpoint(
         ) from None
     except checkpoints_lib.UnreadableError as unread:
         raise WorkdirError(f"{where}: cannot read its newest checkpoint ({unread}).") from None
+
+
+def _entry(state: Any, name: str) -> Any:
+    """A train state's entry: a key of a mapping (NNX's state), else a field."""
+    return state[name] if isinstance(state, Mapping) else getattr(state, name)
+
+
+def _with_entries(state: Any, parts: Mapping[str, Any]) -> Any:
+    """``state`` with ``parts`` replacing its entries (a fresh state: a mapping is updated)."""
+    if isinstance(state, MutableMapping):
+        state.update(parts)
+        return state
+    return state.replace(**parts)
 
 
 # --- The folder ------------------------------------------------------------------

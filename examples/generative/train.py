@@ -361,12 +361,8 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
                 "node_energies": summary["node_energies"],
             }
 
-        advice = (
-            f"lower config.node_learning_rate (now {config.node_learning_rate}), "
-            f"config.eval_node_learning_rate (now {config.eval_node_learning_rate}) or "
-            f"config.learning_rate (now {config.learning_rate})"
-        )
-        state = run.train(state, run_epoch, log_line=log_line, advice=advice)
+        rates = ("node_learning_rate", "eval_node_learning_rate", "learning_rate")
+        state = run.train(state, run_epoch, log_line=log_line, learning_rates=rates)
         if not workdir_lib.is_primary():  # process 0 reports and draws
             return state
 

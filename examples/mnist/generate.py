@@ -1,6 +1,6 @@
 """Images for a label from a trained bPC model (``model='bpc'``): clamp the label, infer the image.
 
-:class:`models.BPC` with ``generate=True`` takes the one-hot labels as its input:
+:class:`models_bpc.BPC` with ``generate=True`` takes the one-hot labels as its input:
 its image and hidden layers are value nodes, which start at a top-down pass of
 the backward weights; its output, the forward prediction of the label, is
 clamped to the label by the output energy. :data:`STEPS` steps of SGD on the
@@ -47,7 +47,7 @@ def generate(
     """Infers an image for each of ``labels`` (one-hot, ``[B, num_classes]``).
 
     Args:
-      model: a :class:`models.BPC` (its ``generate`` and ``node`` are set here).
+      model: a :class:`models_bpc.BPC` (its ``generate`` and ``node`` are set here).
       params: its trained params.
       labels: the clamped labels.
       output_energy: the run's output energy (it clamps the label).
@@ -78,7 +78,7 @@ def save_samples(
 
     Args:
       config: the run's config.
-      model: the run's :class:`models.BPC`.
+      model: the run's :class:`models_bpc.BPC`.
       state: its trained :class:`flax_pc.PCTrainState` (the params, the output energy).
       path: the workdir.
     """

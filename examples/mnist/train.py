@@ -26,13 +26,10 @@ from examples.common import input_pipeline, loops
 from examples.common import workdir as workdir_lib
 from examples.common.activations import ACTIVATIONS
 from examples.common.config_checks import FieldChecker
-from examples.mnist import generate, models, plots
+from examples.mnist import generate, models, models_bpc, plots
 
 Config = ml_collections.ConfigDict
-OUTPUT_ENERGIES = {
-    "squared_error": fpc.energies.squared_error,
-    "cross_entropy": fpc.energies.cross_entropy,
-}
+OUTPUT_ENERGIES = {name: getattr(fpc.energies, name) for name in ("squared_error", "cross_entropy")}
 
 
 def pc_node(c: Config) -> functools.partial:
@@ -62,7 +59,7 @@ MODELS: dict[str, Callable[[Config], Any]] = {
         c.depth, c.width, mupc=c.parameterization == "mupc", **shared(c)
     ),
     "flax_cnn": lambda c: models.WithNodes(models.FlaxCNN(), pc_node(c)),
-    "bpc": lambda c: models.BPC(tuple(c.hidden_sizes), c.backward_precision, **shared(c)),
+    "bpc": lambda c: models_bpc.BPC(tuple(c.hidden_sizes), c.backward_precision, **shared(c)),
 }
 
 
@@ -215,17 +212,11 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             f"{config.algorithm!r}, {config.inference_steps} inference steps, loop {loop!r}, on "
             f"{workdir_lib.describe_devices(parallel.num_devices)}."
         )
-        init_epoch = 0
-        if config.init_checkpoint and not run.resuming:  # start from another run's weights
-            weights = {"params": state.params, "model_state": state.model_state}
-            weights, init_epoch = workdir_lib.load_init_checkpoint(config.init_checkpoint, weights)
-            state = state.replace(**weights)
-        state = run.resume(state)
-
         # Each process puts its share of the training set on its devices.
         one_hot = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
-        bpc = config.model == "bpc"  # bPC's input holds the label too (models.BPC)
-        images = models.with_labels(splits.train_images, one_hot) if bpc else splits.train_images
+        images = splits.train_images
+        if config.model == "bpc":  # bPC's input holds the label too
+            images = models_bpc.with_labels(images, one_hot)
         train_set = (images[:num_train], one_hot[:num_train])
         train_images, train_targets = parallel.shard(input_pipeline.process_share(train_set))
         test_set = parallel.replicate((splits.test_images, splits.test_labels))
@@ -234,13 +225,7 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
         evaluate_state = functools.partial(
             evaluate, test_set=test_set, predict=predict, batch_size=config.eval_batch_size
         )
-
-        if init_epoch:
-            accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
-            logging.info(
-                f"Starting from the weights of {config.init_checkpoint} (epoch {init_epoch}): "
-                f"test accuracy {100 * accuracy:.2f}% before training."
-            )
+        state = run.resume(state, weights=("params", "model_state"), evaluate=evaluate_state)
 
         def run_epoch(state, epoch):
             rng = jax.random.fold_in(data_rng, epoch)
@@ -248,17 +233,16 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             return state, {**summarize_epoch(metrics), **evaluate_state(state)}
 
         rates = ["node_learning_rate"] * (config.algorithm != "bp") + ["learning_rate"]
-        advice = "lower " + " or ".join(f"config.{k} (now {config[k]})" for k in rates)
         examples = steps_per_epoch * config.batch_size
         state = run.train(
-            state, run_epoch, log_line=log_line, advice=advice, examples_per_epoch=examples
+            state, run_epoch, log_line=log_line, learning_rates=rates, examples_per_epoch=examples
         )
 
         if run.history:  # process 0, after training or in a finished workdir
             accuracy = run.history[-1]["test_accuracy"]
             title = f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}"
             plots.plot_curves(run.history, run.path / "curves.png", title=title)
-            if bpc:  # bPC generates too: an image per class, for its clamped label
+            if config.model == "bpc":  # bPC generates too: an image per clamped label
                 generate.save_samples(config, create_model(config), state, run.path)
         else:
             accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]

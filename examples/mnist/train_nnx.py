@@ -192,23 +192,11 @@ def train_and_evaluate(config: Config, workdir: str) -> nnx.State:
             f"{config.algorithm!r}, {config.inference_steps} inference steps, loop {loop!r}, on "
             f"{workdir_lib.describe_devices(parallel.num_devices)}."
         )
-        init_epoch = 0
-        if config.init_checkpoint and not run.resuming:  # start from another run's model
-            like = {"model": state["model"]}  # a fresh optimizer
-            weights, init_epoch = workdir_lib.load_init_checkpoint(config.init_checkpoint, like)
-            state["model"] = weights["model"]
-        state = run.resume(state)
         evaluate_state = functools.partial(
             evaluate, test_set=test_set, graphdef=graphdef, batch_size=config.eval_batch_size,
             output_energy=train.OUTPUT_ENERGIES[config.output_energy],
         )  # fmt: skip
-
-        if init_epoch:
-            accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
-            logging.info(
-                f"Starting from the model of {config.init_checkpoint} (epoch {init_epoch}): "
-                f"test accuracy {100 * accuracy:.2f}% before training."
-            )
+        state = run.resume(state, weights=("model",), evaluate=evaluate_state)  # a fresh optimizer
 
         def run_epoch(state, epoch):
             rng = jax.random.fold_in(data_rng, epoch)
@@ -216,11 +204,11 @@ def train_and_evaluate(config: Config, workdir: str) -> nnx.State:
             return state, {**train.summarize_epoch(metrics), **evaluate_state(state)}
 
         rates = ["node_learning_rate"] * (config.algorithm != "bp") + ["learning_rate"]
-        advice = "lower " + " or ".join(f"config.{k} (now {config[k]})" for k in rates)
         examples = steps_per_epoch * config.batch_size
         state = run.train(
-            state, run_epoch, log_line=train.log_line, advice=advice, examples_per_epoch=examples
-        )
+            state, run_epoch, log_line=train.log_line, learning_rates=rates,
+            examples_per_epoch=examples,
+        )  # fmt: skip
 
         if run.history:  # process 0, after training or in a finished workdir
             accuracy = run.history[-1]["test_accuracy"]
