@@ -1,6 +1,6 @@
 """Langevin inference: node steps with noise, so that inference samples instead of descending.
 
-:func:`langevin` is an optax transform for ``node_tx``. Its noise comes from
+:func:`~flax_pc.langevin` is an optax transform for ``node_tx``. Its noise comes from
 the ``rng`` given to :func:`flax_pc.infer`, ``train_step``,
 :func:`flax_pc.train_epoch` or :func:`flax_pc.infer_to_equilibrium`:
 flax_pc's inference loops pass every node update a ``key=`` extra argument

@@ -1,6 +1,6 @@
 """An NNX model as a linen ``apply``: how ``fpc.nnx`` shares the linen path's maths.
 
-:func:`bind` splits an NNX model (``nnx.split``) into its trainable params,
+``bind`` splits an NNX model (``nnx.split``) into its trainable params,
 its nodes and the rest of its state, and gives back a function with linen's
 ``apply`` contract,
 
@@ -17,7 +17,7 @@ model unchanged.
 
 The model's state other than params and nodes (BatchNorm's running
 averages, the RNG counts of ``nnx.Dropout``, any other variable) travels as
-one collection, :data:`STATE`, which the linen code treats as it treats
+one collection, ``STATE`` (``'nnx_state'``), which the linen code treats as it treats
 ``model_state``: every pass of a batch starts from it (so a dropout layer
 draws the same mask in every pass), and ``train_step`` keeps the state the
 params-only feed-forward pass leaves (running averages and RNG counts move
