@@ -1,8 +1,9 @@
 """flax_pc: predictive coding for Flax models.
 
 Put :class:`PCNode` after the layers of a linen model (or let
-:func:`with_nodes` place them), train it with :class:`PCTrainState`; or build
-your own loop from :func:`init_nodes`, :func:`energy` and :func:`infer`.
+:func:`with_nodes` place them), say how the nodes settle with an
+:class:`Inference`, train it with :class:`PCTrainState`; or build your own
+loop from :func:`init_nodes`, :func:`energy` and :func:`infer`.
 
 Everything public is here and in the submodules :mod:`flax_pc.energies`,
 :mod:`flax_pc.diagnostics` and :mod:`flax_pc.nnx` (Flax NNX models);
@@ -11,17 +12,20 @@ Everything public is here and in the submodules :mod:`flax_pc.energies`,
 
 from flax_pc import diagnostics, energies, nnx
 from flax_pc._src.auto_nodes import with_nodes
-from flax_pc._src.equilibrium import Equilibrium, GradientFlow, infer_to_equilibrium
-from flax_pc._src.inference import Energy, energy, infer, init_nodes, node_energies
+from flax_pc._src.equilibrium import Equilibrium, infer_to_equilibrium
+from flax_pc._src.gradient_flow import GradientFlow
+from flax_pc._src.inference import Inference, infer
+from flax_pc._src.initialization import init_nodes
 from flax_pc._src.langevin import langevin
 from flax_pc._src.loops import epoch_batches, train_epoch
 from flax_pc._src.mupc import ScaledDense, mupc_scalings
-from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES, PCNode
+from flax_pc._src.network_energy import Energy, energy, node_energies
+from flax_pc._src.nodes import ENERGIES, NODES, NOISE, PCNode
 from flax_pc._src.parallel import DataParallel
 from flax_pc._src.terms import EnergyTerm
 from flax_pc._src.train_state import PCTrainState
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DataParallel",
@@ -30,8 +34,9 @@ __all__ = [
     "EnergyTerm",
     "Equilibrium",
     "GradientFlow",
+    "Inference",
     "NODES",
-    "NODE_RNG",
+    "NOISE",
     "PCNode",
     "PCTrainState",
     "ScaledDense",
@@ -49,3 +54,18 @@ __all__ = [
     "train_epoch",
     "with_nodes",
 ]
+
+
+def __getattr__(name: str):
+    # Deprecated names of flax_pc 0.2, kept until 0.4.
+    if name == "NODE_RNG":
+        import warnings
+
+        warnings.warn(
+            "fpc.NODE_RNG is deprecated and goes in flax_pc 0.4: use fpc.NOISE (the RNG stream "
+            "'pc_noise').",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return NOISE
+    raise AttributeError(f"module 'flax_pc' has no attribute {name!r}")

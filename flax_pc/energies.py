@@ -11,6 +11,12 @@ The three standard energies correspond to the negative log-likelihood of a
 Gaussian with unit variance, a categorical and a Bernoulli distribution.
 To weight an energy (a precision, or a weak output as in Whittington & Bogacz),
 multiply it: ``lambda v, mu: 0.1 * squared_error(v, mu)``.
+
+The three never broadcast: ``value`` and ``prediction`` must have one shape
+(else a ``ValueError`` names both, at trace time), so an output picked wrongly
+(``out[0]`` of a model that returns one array is the first example's) or
+integer labels given where one-hot targets belong are an error, not a silent
+comparison with the wrong thing.
 """
 
 from __future__ import annotations
@@ -24,6 +30,30 @@ from jax.typing import ArrayLike
 Array = jax.Array
 
 __all__ = ["squared_error", "cross_entropy", "bernoulli", "masked"]
+
+
+def _same_shape(name: str, value: ArrayLike, prediction: ArrayLike) -> tuple[Array, Array]:
+    """``value`` and ``prediction`` as arrays; raises unless they have one shape."""
+    value, prediction = jnp.asarray(value), jnp.asarray(prediction)
+    if value.shape == prediction.shape:
+        return value, prediction
+    hint = ""
+    if value.ndim == prediction.ndim - 1 and jnp.issubdtype(value.dtype, jnp.integer):
+        hint = (
+            " Integer labels must be one-hot encoded first: "
+            f"jax.nn.one_hot(labels, {prediction.shape[-1]})."
+        )
+    elif prediction.ndim >= 1 and value.shape[1:] == prediction.shape:
+        hint = (
+            " The prediction has the shape of one example: is it output[0] of a model that "
+            "returns one array (the first example's), where a model returning several "
+            "outputs was meant? Pick the output by structure (logits, extras = output)."
+        )
+    raise ValueError(
+        f"{name}: the value (targets) has shape {tuple(value.shape)} but the prediction has "
+        f"shape {tuple(prediction.shape)}; they must have one shape (an energy does not "
+        f"broadcast).{hint}"
+    )
 
 
 def _sum_features(x: Array) -> Array:
@@ -41,6 +71,9 @@ def squared_error(value: ArrayLike, prediction: ArrayLike) -> Array:
     Returns:
       ``[B]`` energies.
 
+    Raises:
+      ValueError: if ``value`` and ``prediction`` differ in shape.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax_pc import energies
@@ -49,7 +82,8 @@ def squared_error(value: ArrayLike, prediction: ArrayLike) -> Array:
       >>> energies.squared_error(value, prediction).tolist()
       [2.0, 1.0]
     """
-    return 0.5 * _sum_features(jnp.square(jnp.asarray(value) - jnp.asarray(prediction)))
+    value, prediction = _same_shape("squared_error", value, prediction)
+    return 0.5 * _sum_features(jnp.square(value - prediction))
 
 
 def cross_entropy(value: ArrayLike, prediction: ArrayLike) -> Array:
@@ -63,6 +97,10 @@ def cross_entropy(value: ArrayLike, prediction: ArrayLike) -> Array:
     Returns:
       ``[B]`` energies (nats).
 
+    Raises:
+      ValueError: if ``value`` and ``prediction`` differ in shape (integer
+        labels: one-hot encode them, ``jax.nn.one_hot(labels, K)``).
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from flax_pc import energies
@@ -71,7 +109,8 @@ def cross_entropy(value: ArrayLike, prediction: ArrayLike) -> Array:
       >>> [round(e, 4) for e in energies.cross_entropy(targets, logits).tolist()]
       [1.3863, 1.3863]
     """
-    return -_sum_features(jnp.asarray(value) * jax.nn.log_softmax(prediction, axis=-1))
+    value, prediction = _same_shape("cross_entropy", value, prediction)
+    return -_sum_features(value * jax.nn.log_softmax(prediction, axis=-1))
 
 
 def bernoulli(value: ArrayLike, prediction: ArrayLike) -> Array:
@@ -86,6 +125,10 @@ def bernoulli(value: ArrayLike, prediction: ArrayLike) -> Array:
     Returns:
       ``[B]`` energies (nats).
 
+    Raises:
+      ValueError: if ``value`` and ``prediction`` differ in shape (integer
+        labels: one-hot encode them, ``jax.nn.one_hot(labels, K)``).
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax_pc import energies
@@ -94,7 +137,7 @@ def bernoulli(value: ArrayLike, prediction: ArrayLike) -> Array:
       >>> [round(e, 4) for e in energies.bernoulli(targets, logits).tolist()]
       [1.3863, 1.3863]
     """
-    value, prediction = jnp.asarray(value), jnp.asarray(prediction)
+    value, prediction = _same_shape("bernoulli", value, prediction)
     log_p = jax.nn.log_sigmoid(prediction)
     log_not_p = jax.nn.log_sigmoid(-prediction)
     return -_sum_features(value * log_p + (1.0 - value) * log_not_p)

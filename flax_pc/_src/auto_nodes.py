@@ -13,6 +13,13 @@ the data flow of one trace of the model per input structure (see
 ``flax_pc._src.data_flow``), and layers inside lifted transforms (``nn.scan``,
 ``nn.RNN``, ``nn.vmap``, ``nn.remat``, ...) get no node (a warning names them).
 
+"The model's output" is all of it, or the part the output energy reads where
+``output=`` says which (``output=lambda out: out[0]`` for a model that returns
+``(logits, extras)``): a layer whose result reaches only the rest (a probe, a
+second head) puts no node on its input. A model with ``PCNode`` modules of its
+own keeps them as written, and no second node goes on an activation that one
+of them holds (its value, or a function of node values and the data alone).
+
 =========================================  ==========================================
 model as written (Flax's MNIST CNN)        what ``with_nodes(model.apply)`` trains
 =========================================  ==========================================
@@ -38,13 +45,13 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flax import linen as nn
 
 from flax_pc._src import data_flow, user_warnings
-from flax_pc._src.nodes import ENERGIES, NODES, PCNode, lifted_transforms
+from flax_pc._src.nodes import ENERGIES, NODES, PCNode, lifted_transforms, module_path
 from flax_pc._src.types import ApplyFn
 
 __all__ = ["with_nodes"]
@@ -56,6 +63,7 @@ DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
 _NODE_FIELDS = ("energy", "precision", "value_init", "value_init_stddev", "latent")
 _WRAPPED = "_flax_pc_with_nodes"  # marks a function that with_nodes returned
 _MAX_LISTED = 6  # layer paths named in a message, before "and N more"
+_MAX_LISTED_PATHS = 16  # the model's layer paths named by an exclude= error
 _MAX_CACHED = 32  # placements kept, one per input structure
 
 
@@ -64,6 +72,7 @@ def with_nodes(
     layers: type[nn.Module] | Sequence[type[nn.Module]] = DEFAULT_LAYERS,
     *,
     exclude: str | Sequence[str] = (),
+    output: Callable[[Any], Any] | None = None,
     **node_kwargs: Any,
 ) -> ApplyFn:
     """Returns ``apply_fn`` with value nodes on the activations the listed layers read.
@@ -71,8 +80,12 @@ def with_nodes(
     The placement rule (see the module doc): one ``PCNode(**node_kwargs)`` per
     distinct activation that a layer of a type in ``layers`` (subclasses
     included) reads, that depends on the params, and whose readers' results
-    reach the model's output. The node lives in its first such reader's scope
-    as ``<layer path>/input``. Everything else behaves as ``apply_fn``: params
+    reach the model's output (the part of it that ``output`` selects). The
+    node lives in its first such reader's scope as ``<layer path>/input``.
+    The model's own ``PCNode`` modules, if it has any, stay as written, and
+    an activation that one of them holds gets no second node: with_nodes then
+    adds nodes only where the hand-written ones leave a layer with params
+    between two nodes. Everything else behaves as ``apply_fn``: params
     only gives the plain network; :data:`~flax_pc.NODES` mutable,
     :data:`~flax_pc.ENERGIES` mutable, ``rngs`` and ``model_state`` work as
     for a model with hand-written nodes, so the result goes straight to
@@ -88,8 +101,11 @@ def with_nodes(
     does not carry ``fpc.NODES`` and ``fpc.ENERGIES`` would drop it, and the
     data flow inside one that does is not followed. A warning names them
     once; write the ``PCNode`` modules of such a block by hand (with
-    ``variable_axes={..., fpc.NODES: axis, fpc.ENERGIES: axis}``). If no node
-    can be placed at all, calling the result raises, saying why.
+    ``variable_axes={..., fpc.NODES: axis, fpc.ENERGIES: axis}``), and
+    with_nodes keeps them. If no node can be placed at all (and the model has
+    none of its own), calling the result raises, saying why; so does an
+    ``exclude`` pattern that matches no layer of the model, and a type given
+    in ``layers`` of which the model calls no layer.
 
     Args:
       apply_fn: the model's ``apply`` (or ``functools.partial(model.apply,
@@ -99,7 +115,14 @@ def with_nodes(
         ``nn.Einsum``, ``nn.Conv``, ``nn.ConvTranspose``).
       exclude: module-path patterns (``fnmatch``: ``'head'``, ``'Encoder_0/*'``,
         ``'*/attention/*'``) of layers to leave out; a pattern that matches a
-        module leaves out every layer inside it.
+        module leaves out every layer inside it. Each must match a layer of a
+        listed type (or a module around one), else calling the result raises.
+      output: the part of the model's output that the output energy reads,
+        as a function of the output (``lambda out: out[0]``, ``lambda out:
+        out['logits']``); ``None`` (default) for all of it. A layer whose result
+        reaches only the rest puts no node on its input: such a node could not
+        change the output energy, yet its energy would hold the nodes before
+        it back. The result still returns the whole output.
       **node_kwargs: passed to every ``PCNode`` (``energy``, ``precision``,
         ``value_init``, ``value_init_stddev``, ``latent``).
 
@@ -121,7 +144,7 @@ def with_nodes(
       >>> jax.tree_util.tree_map(jnp.shape, fpc.init_nodes(apply_fn, params, x))
       {'Dense_1': {'input': {'value': (3, 8)}}, 'Dense_2': {'input': {'value': (3, 8)}}}
     """
-    if _already_wrapped(apply_fn):
+    if is_with_nodes(apply_fn):
         raise ValueError(
             "with_nodes: apply_fn is already the result of fpc.with_nodes; wrapping it again "
             "would put two nodes on every activation. Call with_nodes once, on the model's "
@@ -129,6 +152,12 @@ def with_nodes(
         )
     layer_types = _check_layers(layers)
     patterns = _check_exclude(exclude)
+    if output is not None and not callable(output):
+        raise TypeError(
+            "output must be a function of the model's output that returns the part the "
+            f"output energy reads (e.g. lambda out: out[0]), got {type(output).__name__}."
+        )
+    given_layers = () if layers is DEFAULT_LAYERS else layer_types
     unknown = sorted(set(node_kwargs) - set(_NODE_FIELDS))
     if unknown:
         raise TypeError(f"with_nodes got {unknown}; PCNode takes {list(_NODE_FIELDS)}.")
@@ -144,7 +173,14 @@ def with_nodes(
         key = _structure_key(args, kwargs)
         found = placements.get(key) if key is not None else None
         if found is None:
-            found = data_flow.discover(apply_fn, args, kwargs, is_listed)
+            called: dict[str, nn.Module] = {}  # every module called: path -> module
+
+            def is_listed_here(module: nn.Module) -> bool:
+                called.setdefault(module_path(module), module)
+                return is_listed(module)
+
+            found = data_flow.discover(apply_fn, args, kwargs, is_listed_here, output)
+            _check_matched(called, layer_types, given_layers, patterns)
             _check_placement(found, layer_types)
             if key is not None:
                 if len(placements) >= _MAX_CACHED:
@@ -197,7 +233,9 @@ def with_nodes(
     return apply
 
 
-def _already_wrapped(apply_fn: Any) -> bool:
+def is_with_nodes(apply_fn: Any) -> bool:
+    """Whether ``apply_fn`` is (a ``functools.partial`` or wrapper of) a result of
+    :func:`with_nodes`."""
     seen = 0
     while apply_fn is not None and seen < 100:
         if getattr(apply_fn, _WRAPPED, False):
@@ -258,13 +296,22 @@ def _listed(paths: list[str]) -> str:
 
 def _skipped_message(placement: data_flow.Placement) -> str:
     by_reason: dict[str, list[str]] = {}
+    without_nodes = False
     for call in placement.skipped:
-        if call.carried:
+        if call.hand_written:
+            why = (
+                f"inside {call.transforms}, where with_nodes does not follow the data; the "
+                f"nodes there are your hand-written ones ({_listed(list(call.hand_written))}), "
+                "kept as written"
+            )
+        elif call.carried:
+            without_nodes = True
             why = (
                 f"inside {call.transforms}, where with_nodes does not follow the data (only "
                 "outside lifted transforms)"
             )
         else:
+            without_nodes = True
             why = (
                 f"inside {call.transforms}, which does not carry fpc.NODES and fpc.ENERGIES, "
                 "so a node there would be dropped"
@@ -273,16 +320,81 @@ def _skipped_message(placement: data_flow.Placement) -> str:
         if call.path not in paths:
             paths.append(call.path)
     parts = [f"{_listed(paths)}: {why}" for why, paths in by_reason.items()]
+    if without_nodes:
+        fix = (
+            "For predictive coding inside such a block, write its fpc.PCNode modules by hand "
+            "and list variable_axes={..., fpc.NODES: axis, fpc.ENERGIES: axis} in the transform."
+        )
+    else:
+        paths = [call.path for call in placement.skipped]
+        common = _common_prefix(paths)
+        fix = (
+            f"exclude={common + '/*'!r} leaves them out, without this warning." if common else
+            "exclude= (their module paths) leaves them out, without this warning."
+        )  # fmt: skip
     return (
-        "with_nodes put no value node on the inputs of these layers. " + "; ".join(parts) + ". "
-        "For predictive coding inside such a block, write its fpc.PCNode modules by hand and "
-        "list variable_axes={..., fpc.NODES: axis, fpc.ENERGIES: axis} in the transform."
+        "with_nodes put no value node on the inputs of these layers. "
+        + "; ".join(parts)
+        + ". "
+        + fix
     )
 
 
+def _common_prefix(paths: list[str]) -> str:
+    """The longest module path that holds all ``paths`` (``''`` for none)."""
+    split = [path.split("/")[:-1] for path in paths]
+    common: list[str] = []
+    for parts in zip(*split):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common)
+
+
+def _check_matched(
+    called: dict[str, nn.Module],
+    layers: tuple[type, ...],
+    given_layers: tuple[type, ...],
+    patterns: tuple[str, ...],
+) -> None:
+    """Raises for an ``exclude`` pattern, or a type given in ``layers``, that matches
+    nothing in the model (``called``: every module it called, by path)."""
+    kinds = [path for path, module in called.items() if isinstance(module, layers)]
+    if not kinds:
+        return  # no listed layer at all: _check_placement says so
+    prefixes = {  # the layers' paths and the modules around them
+        "/".join(parts[:i]) for parts in (path.split("/") for path in kinds if path)
+        for i in range(1, len(parts) + 1)
+    }  # fmt: skip
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            shown = ", ".join(kinds[:_MAX_LISTED_PATHS])
+            more = len(kinds) - _MAX_LISTED_PATHS
+            raise ValueError(
+                f"with_nodes: exclude pattern {pattern!r} matches no layer of the model, so it "
+                "would leave nothing out. exclude takes fnmatch patterns of module paths (a "
+                "pattern that matches a module leaves out every layer inside it); the model's "
+                f"layers of the listed types are: {shown}"
+                + (f" and {more} more" if more > 0 else "")
+                + "."
+            )
+    for kind in given_layers:
+        if not any(isinstance(module, kind) for module in called.values()):
+            by_type: dict[str, list[str]] = {}
+            for path, module in called.items():
+                if path:  # the model itself
+                    by_type.setdefault(type(module).__name__, []).append(path)
+            there = "; ".join(f"{name} ({_listed(paths)})" for name, paths in by_type.items())
+            raise ValueError(
+                f"with_nodes: layers lists {kind.__name__}, but the model calls no "
+                f"{kind.__name__} layer (nor a subclass's), so it would place nothing there. "
+                f"The modules the model calls: {there}."
+            )
+
+
 def _check_placement(placement: data_flow.Placement, layers: tuple[type, ...]) -> None:
-    """Raises if ``placement`` puts no node anywhere, saying why."""
-    if placement.names:
+    """Raises if ``placement`` puts no node anywhere (and the model has none), saying why."""
+    if placement.names or placement.hand_written:
         return
     if not placement.paths and not placement.skipped:
         names = ", ".join(t.__name__ for t in layers)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from flax_pc import energies as _energies
-from flax_pc._src import inference
+from flax_pc._src import network_energy
 from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
 __all__ = ["activity_hessian", "energy_ratio", "hessian_condition_number", "layer_energies"]
@@ -34,7 +34,7 @@ def layer_energies(sown: PyTree) -> dict[str, Array]:
       sown: the :data:`~flax_pc.ENERGIES` collection (``Energy.nodes``), or
         ``train_step``'s ``metrics['node_energies']`` (``{path: scalar}``).
     """
-    flat = inference.node_energies(sown)
+    flat = network_energy.node_energies(sown)
     return {path: flat[path] for path in sorted(flat, key=_natural_key)}
 
 
@@ -58,16 +58,10 @@ def energy_ratio(sown: PyTree) -> Array:
 
 
 def activity_hessian(
-    apply_fn: ApplyFn,
-    params: PyTree,
-    nodes: PyTree,
-    inputs: PyTree,
-    targets: PyTree,
-    *,
+    apply_fn: ApplyFn, params: PyTree, nodes: PyTree, inputs: PyTree, targets: PyTree, *,
     output_energy: OutputEnergyFn = _energies.squared_error,
-    model_state: Mapping[str, PyTree] | None = None,
-    rng: RNG | None = None,
-) -> Array:
+    model_state: Mapping[str, PyTree] | None = None, rng: RNG | None = None,
+) -> Array:  # fmt: skip
     """The Hessian of the total energy with respect to every node entry, ``[n, n]``.
 
     ``n`` is the number of node entries of the batch (the nodes raveled in
@@ -82,7 +76,7 @@ def activity_hessian(
     flat, unravel = ravel_pytree(nodes)
     if flat.size == 0:
         raise ValueError("activity_hessian needs a model with at least one PCNode.")
-    total = inference.energy_of_nodes(
+    total = network_energy.energy_of_nodes(
         apply_fn, params, inputs, targets,
         output_energy=output_energy, model_state=model_state, rng=rng,
     )  # fmt: skip

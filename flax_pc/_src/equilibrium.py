@@ -4,16 +4,16 @@
 runs until the nodes are at equilibrium, ``dF/dv = 0``, up to a tolerance:
 
 - with an optax ``node_tx``, its steps run in a ``lax.while_loop`` that stops
-  once ``rms(dF/dv) <= tolerance`` or after ``max_steps`` steps;
+  once ``rms(dF/dv) <= tolerance`` or after ``steps`` steps;
 - with :class:`GradientFlow`, the gradient flow ``dv/dt = -dF/dv`` is solved by
   diffrax (an optional dependency: ``pip install flax_pc[ode]``) with an
   adaptive step size, until the same criterion holds (diffrax's steady-state
-  event) or the time horizon ``t1`` or ``max_steps`` is reached.
+  event) or the time horizon ``t1`` or ``steps`` accepted steps are reached.
 
 A ReLU network's energy has kinks (its gradient jumps where a unit switches),
 and at an equilibrium on a kink ``dF/dv`` does not vanish: inference then
 stalls at ``rms(dF/dv)`` of about the size of the jumps, so a tolerance below
-that runs to ``max_steps``. Smooth activations (tanh, gelu, silu) have no such
+that runs all ``steps``. Smooth activations (tanh, gelu, silu) have no such
 floor.
 
 A ``lax.while_loop`` cannot be unrolled like :func:`flax_pc.infer`'s steps: on
@@ -30,8 +30,6 @@ method for the gradient flow with step ``eta``, so ``T`` SGD steps reach time
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -40,75 +38,13 @@ import jax.numpy as jnp
 import optax
 
 from flax_pc import energies as _energies
-from flax_pc._src import inference, langevin
+from flax_pc._src import gradient_flow, langevin, network_energy
+from flax_pc._src.gradient_flow import GradientFlow
+from flax_pc._src.inference import EQUILIBRIUM_KEYWORDS, Inference, from_keywords
+from flax_pc._src.rngs import as_rngs
 from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
-__all__ = ["Equilibrium", "GradientFlow", "infer_to_equilibrium"]
-
-
-def _import_diffrax() -> Any:
-    try:
-        return importlib.import_module("diffrax")
-    except ImportError:
-        raise ImportError(
-            "fpc.GradientFlow solves inference as an ODE with diffrax, which is not installed: "
-            "pip install 'flax_pc[ode]' (or pip install diffrax)."
-        ) from None
-
-
-@dataclasses.dataclass(frozen=True)
-class GradientFlow:
-    """Inference as the ODE ``dv/dt = -dF/dv``, solved by diffrax.
-
-    Pass it as ``node_tx`` to :func:`infer_to_equilibrium` or
-    :class:`~flax_pc.PCTrainState` instead of an optax transform.
-
-    Attributes:
-      solver: a diffrax solver; ``None`` is ``diffrax.Tsit5()`` (5th order,
-        adaptive). jpc's default ``diffrax.Heun()`` works too but needs many
-        more steps for the same tolerance.
-      stepsize_controller: a diffrax step-size controller; ``None`` is
-        ``diffrax.PIDController(rtol=1e-6, atol=1e-6)``. With
-        ``diffrax.ConstantStepSize()`` give ``dt0``.
-      t1: the time horizon: the flow stops at ``t = t1`` at the latest.
-      dt0: the first step size; ``None`` lets an adaptive controller choose.
-
-    Near equilibrium an explicit solver with an adaptive step size runs at the
-    edge of its stability, where ``rms(dF/dv)`` hovers at about the
-    controller's ``atol`` times the largest curvature of ``F``: give a
-    ``tolerance`` well above ``atol`` (e.g. 10x) or the flow runs to ``t1``.
-
-    Example:
-      >>> import flax_pc as fpc
-      >>> flow = fpc.GradientFlow(t1=10.0)  # Tsit5 with a PID controller
-    """
-
-    solver: Any = None
-    stepsize_controller: Any = None
-    t1: float = 20.0
-    dt0: float | None = None
-
-    def __post_init__(self) -> None:
-        diffrax = _import_diffrax()
-        if isinstance(self.t1, bool) or not isinstance(self.t1, (int, float)) or self.t1 <= 0:
-            raise ValueError(f"GradientFlow: t1 must be a number > 0, got {self.t1!r}.")
-        if self.dt0 is not None and not (isinstance(self.dt0, (int, float)) and self.dt0 > 0):
-            raise ValueError(f"GradientFlow: dt0 must be a number > 0 or None, got {self.dt0!r}.")
-        if self.solver is not None and not isinstance(self.solver, diffrax.AbstractSolver):
-            raise TypeError(
-                "GradientFlow: solver must be a diffrax solver (e.g. diffrax.Heun()), got "
-                f"{type(self.solver).__name__}."
-            )
-        if self.stepsize_controller is not None and not isinstance(
-            self.stepsize_controller, diffrax.AbstractStepSizeController
-        ):
-            raise TypeError(
-                "GradientFlow: stepsize_controller must be a diffrax step-size controller "
-                f"(e.g. diffrax.PIDController(rtol=1e-3, atol=1e-3)), got "
-                f"{type(self.stepsize_controller).__name__}."
-            )
-        if self.dt0 is None and isinstance(self.stepsize_controller, diffrax.ConstantStepSize):
-            raise ValueError("GradientFlow: diffrax.ConstantStepSize() needs dt0 (the step size).")
+__all__ = ["Equilibrium", "infer_to_equilibrium"]
 
 
 class Equilibrium(NamedTuple):
@@ -119,13 +55,13 @@ class Equilibrium(NamedTuple):
       energy: the :class:`~flax_pc.Energy` there.
       initial_energy: scalar, the total energy before inference.
       steps: int scalar, the steps taken (optax steps, or the ODE solver's
-        accepted steps); ``max_steps`` if the tolerance was not reached.
+        accepted steps); ``inference.steps`` if the tolerance was not reached.
       converged: bool scalar, ``rms(dF/dv) <= tolerance`` at the end (``False``
         without a tolerance).
     """
 
     nodes: PyTree
-    energy: inference.Energy
+    energy: network_energy.Energy
     initial_energy: Array
     steps: Array
     converged: Array
@@ -141,40 +77,26 @@ def rms(tree: PyTree) -> Array:
     return jnp.sqrt(total / count)
 
 
-def check_tolerance(tolerance: Any) -> float:
-    """``tolerance`` as a float if it is a number > 0; raises otherwise."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0:
-        raise ValueError(
-            f"tolerance must be a number > 0 (the rms of dF/dv at which inference stops), "
-            f"got {tolerance!r}."
-        )
-    return float(tolerance)
-
-
 def infer_to_equilibrium(
-    apply_fn: ApplyFn,
-    params: PyTree,
-    nodes: PyTree,
-    inputs: PyTree,
-    targets: PyTree,
-    *,
-    node_tx: optax.GradientTransformation | GradientFlow,
-    tolerance: float | None,
-    max_steps: int,
+    apply_fn: ApplyFn, params: PyTree, nodes: PyTree, inputs: PyTree, targets: PyTree, *,
+    inference: Inference | None = None,
     output_energy: OutputEnergyFn = _energies.squared_error,
-    model_state: Mapping[str, PyTree] | None = None,
-    rng: RNG | None = None,
-) -> Equilibrium:
-    """Runs inference until ``rms(dF/dv) <= tolerance`` (see the module doc).
+    model_state: Mapping[str, PyTree] | None = None, rng: RNG | None = None,
+    **deprecated: Any,
+) -> Equilibrium:  # fmt: skip
+    """Runs inference until ``rms(dF/dv) <= inference.tolerance`` (see the module doc).
 
     Args:
       apply_fn, params, nodes, inputs, targets, output_energy, model_state, rng:
         as in :func:`flax_pc.infer`.
-      node_tx: an optax transform (its steps run in a ``lax.while_loop``) or a
-        :class:`GradientFlow` (an ODE solve).
-      tolerance: stop once ``rms(dF/dv)`` is at most this (> 0); ``None`` runs
-        ``max_steps`` optax steps, or a :class:`GradientFlow` to its ``t1``.
-      max_steps: the most steps (optax) or accepted solver steps (ODE), >= 1.
+      inference: an :class:`~flax_pc.Inference`: its ``node_tx`` an optax
+        transform (its steps run in a ``lax.while_loop``) or a
+        :class:`~flax_pc.GradientFlow` (an ODE solve); ``steps`` the most
+        steps (optax) or accepted solver steps (ODE), >= 1; inference stops
+        once ``rms(dF/dv)`` is at most its ``tolerance`` (``None`` runs
+        every step, or a :class:`~flax_pc.GradientFlow` to its ``t1``).
+      **deprecated: ``node_tx=``, ``tolerance=``, ``max_steps=`` (flax_pc
+        0.2), which warn and go in 0.4.
 
     Returns:
       An :class:`Equilibrium`.
@@ -190,17 +112,27 @@ def infer_to_equilibrium(
       >>> params = net.init(jax.random.key(1), x)["params"]
       >>> result = fpc.infer_to_equilibrium(
       ...     net.apply, params, fpc.init_nodes(net.apply, params, x), x, y,
-      ...     node_tx=optax.sgd(0.5), tolerance=1e-4, max_steps=200)
+      ...     inference=fpc.Inference(optax.sgd(0.5), 200, tolerance=1e-4))
       >>> bool(result.converged), int(result.steps) < 200
       (True, True)
     """
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}.")
-    if tolerance is not None:
-        tolerance = check_tolerance(tolerance)
-    if not isinstance(node_tx, GradientFlow):
-        inference.check_transform(node_tx, "node_tx")
-    total = inference.energy_of_nodes(
+    inference = from_keywords(
+        "fpc.infer_to_equilibrium", inference, deprecated,
+        keywords=EQUILIBRIUM_KEYWORDS, required=True,
+    )  # fmt: skip
+    assert inference is not None
+    if inference.unroll is not None:
+        raise ValueError(
+            "fpc.infer_to_equilibrium runs a lax.while_loop (or an ODE solve), which cannot be "
+            "unrolled: give an Inference without unroll."
+        )
+    if inference.steps < 1:
+        raise ValueError(
+            "fpc.infer_to_equilibrium: inference.steps is the most steps inference may take: "
+            "use steps >= 1."
+        )
+    node_tx, tolerance, max_steps = inference.node_tx, inference.tolerance, inference.steps
+    total = network_energy.energy_of_nodes(
         apply_fn, params, inputs, targets,
         output_energy=output_energy, model_state=model_state, rng=rng,
     )  # fmt: skip
@@ -208,7 +140,7 @@ def infer_to_equilibrium(
     limit = -1.0 if tolerance is None else tolerance
     if isinstance(node_tx, GradientFlow):
         return _solve_flow(total, nodes, node_tx, tolerance, limit, max_steps)
-    noise = langevin.noise_key(inference.as_rngs(rng))
+    noise = langevin.noise_key(as_rngs(rng))
     return _while_loop(total, nodes, node_tx, limit, max_steps, noise)
 
 
@@ -234,7 +166,7 @@ def _while_loop(total, nodes, node_tx, limit, max_steps, noise) -> Equilibrium:
 
 
 def _solve_flow(total, nodes, flow: GradientFlow, tolerance, limit, max_steps) -> Equilibrium:
-    diffrax = _import_diffrax()
+    diffrax = gradient_flow.import_diffrax()
     gradient = jax.grad(total, has_aux=True)
 
     def vector_field(t, nodes, args):

@@ -6,7 +6,7 @@ the ``rng`` given to :func:`flax_pc.infer`, ``train_step``,
 flax_pc's inference loops pass every node update a ``key=`` extra argument
 (optax's ``GradientTransformationExtraArgs`` convention, which ``optax.chain``
 forwards and other transforms ignore). Step ``t``'s key is the
-:data:`~flax_pc.NODE_RNG` key folded with a constant and then with ``t``: a
+:data:`~flax_pc.NOISE` key folded with a constant and then with ``t``: a
 new key at every step, independent of the keys that the nodes'
 ``value_init='normal'`` draws use. The same ``rng`` gives the same steps in
 ``infer`` and ``infer_to_equilibrium``.
@@ -21,12 +21,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flax_pc._src.nodes import NODE_RNG
+from flax_pc._src.nodes import NOISE
 from flax_pc._src.types import Array, PyTree
 
 __all__ = ["langevin"]
 
-#: Folded into the :data:`~flax_pc.NODE_RNG` key to make the noise's keys:
+#: Folded into the :data:`~flax_pc.NOISE` key to make the noise's keys:
 #: linen folds module paths into that key for ``value_init='normal'``, so this
 #: constant (the first four bytes of "lang") gives keys independent of those.
 _NOISE_SALT = 0x6C616E67
@@ -39,11 +39,11 @@ def noise_key(rngs: Mapping[str, Array] | None) -> Array | None:
       rngs: linen's ``rngs`` (``as_rngs`` of the ``rng`` the user gave), or ``None``.
 
     Returns:
-      A key derived from ``rngs[NODE_RNG]``; ``None`` where there is no such key.
+      A key derived from ``rngs[NOISE]``; ``None`` where there is no such key.
     """
-    if rngs is None or NODE_RNG not in rngs:
+    if rngs is None or NOISE not in rngs:
         return None
-    return jax.random.fold_in(rngs[NODE_RNG], _NOISE_SALT)
+    return jax.random.fold_in(rngs[NOISE], _NOISE_SALT)
 
 
 def step_key(key: Array | None, step: Array | int) -> Array | None:
@@ -112,7 +112,7 @@ def langevin(
     of the posterior expectation that maximum likelihood follows).
 
     The noise comes from the ``rng`` given to ``infer``, ``train_step`` or
-    ``train_epoch``: from its :data:`~flax_pc.NODE_RNG` stream (a bare key
+    ``train_epoch``: from its :data:`~flax_pc.NOISE` stream (a bare key
     feeds it). The same key gives the same samples; another key, others. An
     ``rng`` is required, except with ``temperature=0``, which is exactly
     ``optax.sgd(learning_rate)``. The transform takes the step's key as an
@@ -162,8 +162,8 @@ def langevin(
         del params, extra_args
         if key is None:
             raise ValueError(
-                f"fpc.langevin draws its noise from the RNG stream {NODE_RNG!r}, but no key "
-                f"was given: pass rng=key (or rng={{{NODE_RNG!r}: key, ...}}) to fpc.infer, "
+                f"fpc.langevin draws its noise from the RNG stream {NOISE!r}, but no key "
+                f"was given: pass rng=key (or rng={{{NOISE!r}: key, ...}}) to fpc.infer, "
                 "train_step or train_epoch (or key= to update). With temperature=0 it needs "
                 "none."
             )

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_pc._src import batches
-from flax_pc._src.inference import RNG_STREAMS, as_key, as_rngs
+from flax_pc._src.rngs import RNG_STREAMS, as_key, as_rngs
 from flax_pc._src.train_state import PCTrainState
 from flax_pc._src.types import Array, PyTree
 
@@ -17,7 +17,12 @@ __all__ = ["epoch_batches", "train_epoch"]
 
 
 def epoch_batches(
-    rng: Array | int, num_examples: int, batch_size: int, *, shuffle: bool = True
+    rng: Array | int,
+    num_examples: int,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    step: Array | int | None = None,
 ) -> tuple[Array, Array]:
     """The batches of an epoch of :func:`train_epoch`, and a key for each.
 
@@ -30,13 +35,16 @@ def epoch_batches(
       num_examples: ``N``, the size of the data set.
       batch_size: examples per batch; the last ``N % batch_size`` are dropped.
       shuffle: a new order drawn from ``rng`` (else in order).
+      step: for an int seed, ``state.step`` at the epoch's start, which
+        ``train_epoch`` folds into the seed's key (so one seed gives every
+        epoch a new order); a key is used as given.
 
     Returns:
       ``(indices, keys)``: ``[N // batch_size, batch_size]`` example indices
       and one PRNG key per batch.
     """
     num_batches = num_examples // batch_size
-    order_key, batch_key = jax.random.split(as_key(rng, "rng"))
+    order_key, batch_key = jax.random.split(as_key(rng, "rng", step=step))
     if shuffle:
         order = jax.random.permutation(order_key, num_examples)
     else:
@@ -78,12 +86,15 @@ def train_epoch(
       inputs: the whole training set, ``[N, ...]`` (or any pytree of arrays
         sharing the leading axis ``N``), ideally already on device.
       targets: ``[N, *out_features]`` (or any pytree of arrays ``[N, ...]``).
-      rng: PRNG key (or int seed); split into the shuffling key and one key per batch,
-        from which each of ``rng_streams`` gets its own key for that batch.
+      rng: PRNG key, split into the shuffling key and one key per batch,
+        from which each of ``rng_streams`` gets its own key for that batch:
+        pass a new key per epoch. An int seed is ``jax.random.key(seed)``
+        folded with ``state.step``, so one seed gives every epoch a new order
+        and new masks.
       batch_size: examples per batch, ``1 <= batch_size <= N``.
       shuffle: draw a new order of the examples from ``rng`` (else in order).
       rng_streams: the RNG streams the model draws from; default node
-        initialisation and Langevin noise (``'pc_noise'``, :data:`~flax_pc.NODE_RNG`) and
+        initialisation and Langevin noise (``'pc_noise'``, :data:`~flax_pc.NOISE`) and
         ``'dropout'``.
       batch_sharding: where each gathered batch lives, e.g.
         :attr:`flax_pc.DataParallel.batch_sharding` to split every batch over
@@ -103,7 +114,9 @@ def train_epoch(
         raise ValueError(
             f"batch_size {batch_size} is larger than the data set ({num_examples} examples)."
         )
-    order, batch_keys = epoch_batches(as_key(rng, "rng"), num_examples, batch_size, shuffle=shuffle)
+    order, batch_keys = epoch_batches(
+        rng, num_examples, batch_size, shuffle=shuffle, step=state.step
+    )
 
     def step(state, batch):
         indices, key = batch

@@ -19,7 +19,9 @@ own, under ``pmap`` and ``shard_map`` alike; then it is summed once.
 from __future__ import annotations
 
 import jax
+from jax.extend import core as jax_core
 
+from flax_pc._src import user_warnings
 from flax_pc._src.types import PyTree
 
 
@@ -30,6 +32,45 @@ def check_axis_name(axis_name: object) -> str | None:
     raise TypeError(
         f"axis_name must be None or the name of the device axis of jax.pmap / jax.shard_map "
         f"(a string, e.g. 'batch'), got {axis_name!r}."
+    )
+
+
+def bound_axis_names() -> tuple[str, ...]:
+    """The named axes the current trace runs under (``jax.pmap``, ``shard_map``, ``vmap``).
+
+    JAX shows them through ``jax.extend`` alone, under a name that warns it
+    may change; where it is gone this sees none (tests/test_named_axes.py
+    checks that it still sees them).
+    """
+    names = getattr(jax_core, "unsafe_get_axis_names_DO_NOT_USE", lambda: ())
+    return tuple(str(name) for name in names())
+
+
+def warn_if_unnamed(axis_name: str | None) -> None:
+    """Warns when the step is traced under a named axis that the state does not name.
+
+    Under ``jax.pmap`` or ``shard_map`` with a state whose ``axis_name`` is
+    ``None``, every device takes a weight step on its own share of the batch
+    and the replicas drift apart, silently. The warning is given while JAX
+    traces the step, so once per compilation.
+    """
+    if axis_name is not None:
+        return
+    names = bound_axis_names()
+    if not names:
+        return
+    named = [name for name in names if not name.startswith("_")]
+    if named:
+        where = f"under the named axis {named[0]!r} (jax.pmap or jax.shard_map)"
+        fix = f"PCTrainState.create(..., axis_name={named[0]!r})"
+    else:  # jax.pmap without an axis_name binds an internal name
+        where = "under jax.pmap without an axis_name"
+        fix = "jax.pmap(..., axis_name='batch') and PCTrainState.create(..., axis_name='batch')"
+    user_warnings.warn(
+        f"train_step is traced {where} but the state names no axis_name: each device would "
+        "take a weight step on its own share of the batch and the replicas would drift "
+        f"apart. Pass {fix}. (Replicas meant to train apart, e.g. an ensemble under "
+        "jax.vmap, can ignore this warning.)"
     )
 
 

@@ -10,7 +10,7 @@ that merges a copy of the model from those (``nnx.merge``), sets each
 :class:`~flax_pc._src.nnx_nodes.PCNode`'s part in the call from the given and
 mutable collections exactly as the linen ``PCNode`` reads them, calls it, and
 returns the mutable collections (the nodes' energies captured from their
-``sow``). Every pure function of the linen path (``inference.initialize``,
+``sow``). Every pure function of the linen path (``initialization.initialize``,
 ``energy``, ``run_inference``, ``infer_to_equilibrium``, and
 ``PCTrainState.train_step``'s pc/ipc/bp/nudging logic) then runs on the NNX
 model unchanged.
@@ -33,12 +33,12 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
 from flax import nnx, traverse_util
 from flax.nnx.bridge import variables as bridge_variables
 
 from flax_pc._src.nnx_nodes import Mode, NodeEnergy, NodeRole, NodeValue, PCNode
-from flax_pc._src.nodes import ENERGIES, NODE_RNG, NODES
+from flax_pc._src.node_rules import DrawnValue
+from flax_pc._src.nodes import ENERGIES, NODES
 from flax_pc._src.types import Array, PyTree
 
 #: The collection holding an NNX model's state other than params and nodes.
@@ -138,7 +138,6 @@ def _bind_nnx(model: nnx.Module, wrt: Any) -> Bound:
     graphdef, _, params, rest = nnx.split(model, NodeValue, wrt, ...)  # nodes: per call
     nodes = _nodes(model)
     latent_paths = [(*path, node.latent) for path, node in nodes]
-    draws = [node.value_init == "normal" for _, node in nodes]
     other = nnx.Not(nnx.Any(NodeValue, NodeEnergy, wrt))
 
     def run(variables, inputs, mutable, held, given):
@@ -173,35 +172,6 @@ def _bind_nnx(model: nnx.Module, wrt: Any) -> Bound:
             collections[STATE] = nnx.to_pure_dict(nnx.state(copy, other))
         return output, collections
 
-    def draw(variables, inputs, latents, key):
-        """The values of the ``value_init='normal'`` nodes to be initialised, drawn here.
-
-        A node draws its value from what its variable holds (state), so that
-        a node stacked by ``nnx.vmap``/``nnx.scan`` gets a value per layer; the
-        shapes come from a pass traced for shapes alone.
-        """
-        given = [latent is not None for latent in latents]
-        todo = [i for i, (drawn, has) in enumerate(zip(draws, given)) if drawn and not has]
-        if not todo:
-            return latents
-        if key is None:
-            raise ValueError(
-                f"PCNode at {path_name(nodes[todo[0]][0])} (value_init='normal') draws its "
-                f"initial value from the RNG stream {NODE_RNG!r}: pass rngs= to "
-                "fpc.nnx.train_step or fpc.nnx.init_nodes (an nnx.Rngs with a "
-                f"{NODE_RNG!r} or default stream, or a key)."
-            )
-        shapes = jax.eval_shape(
-            lambda v, x: run(v, x, (NODES,), latents, given)[1][NODES], variables, inputs
-        )
-        latents = list(latents)
-        for i in todo:
-            shape = _lookup(shapes, latent_paths[i]).value  # unboxed from NewLatent
-            stddev = nodes[i][1].value_init_stddev
-            noise = jax.random.normal(jax.random.fold_in(key, i), shape.shape, shape.dtype)
-            latents[i] = stddev * noise
-        return latents
-
     def apply(
         variables: Mapping[str, Any],
         inputs: Any,
@@ -209,13 +179,16 @@ def _bind_nnx(model: nnx.Module, wrt: Any) -> Bound:
         mutable: Any = False,
         rngs: Mapping[str, Array] | None = None,
     ) -> Any:
+        del rngs  # the nodes draw nothing (node initialisation draws); the rest is state
         mutable = _mutable(mutable)
         given_nodes = variables.get(NODES) or {}
         latents = [_lookup(given_nodes, path) for path in latent_paths]
-        given = [latent is not None for latent in latents]
-        if NODES in mutable:
-            latents = draw(variables, inputs, latents, (rngs or {}).get(NODE_RNG))
-        output, collections = run(variables, inputs, mutable, latents, given)
+        # A drawn value (node initialisation's second pass) is held for the node to make its
+        # latent from, as linen's PCNode finds it in its mutable NODES collection.
+        drawn = [isinstance(latent, DrawnValue) for latent in latents]
+        held = [latent.value if d else latent for latent, d in zip(latents, drawn)]
+        given = [latent is not None and not d for latent, d in zip(latents, drawn)]
+        output, collections = run(variables, inputs, mutable, held, given)
         return (output, collections) if mutable else output
 
     def write(new_params: PyTree, model_state: Mapping[str, PyTree]) -> None:

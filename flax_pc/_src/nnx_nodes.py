@@ -36,18 +36,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-import jax.numpy as jnp
 from flax import nnx
 
 from flax_pc import energies as _energies
-from flax_pc._src.nodes import (
-    LATENTS,
-    NODES,
-    VALUE_INITS,
-    Latent,
-    NewLatent,
-    ValueInit,
-)
+from flax_pc._src import node_rules
+from flax_pc._src.node_rules import Latent, NewLatent, ValueInit
+from flax_pc._src.nodes import NODES
 from flax_pc._src.types import Array, EnergyFn
 
 __all__ = ["NodeValue", "PCNode"]
@@ -105,9 +99,11 @@ class PCNode(nnx.Module):
       value_init: how a batch's latent is made from the prediction ``mu``:
         ``'forward'`` (``v = mu``, default), ``'zeros'`` or ``'normal'``
         (``v ~ N(0, value_init_stddev^2)``, drawn from the key of the stream
-        :data:`~flax_pc.NODE_RNG` that ``rngs=`` of ``train_step`` /
-        ``init_nodes`` gives; a node stacked by ``nnx.scan``/``nnx.vmap``
-        draws a value per layer).
+        :data:`~flax_pc.NOISE` that ``rngs=`` of ``train_step`` /
+        ``init_nodes`` gives and the node's path, by the linen path's rule: a
+        linen model with its nodes at the same paths draws the same values
+        from the same key; a node stacked by ``nnx.scan``/``nnx.vmap`` draws
+        a value per layer). The options are checked here.
       value_init_stddev: standard deviation for ``value_init='normal'``.
       latent: ``'value'`` (PC: inference moves ``v``) or ``'error'`` (ePC:
         inference moves ``e = v - mu``; see :class:`flax_pc.PCNode`).
@@ -139,20 +135,7 @@ class PCNode(nnx.Module):
         value_init_stddev: float = 1.0,
         latent: Latent = "value",
     ):
-        if value_init not in VALUE_INITS:
-            raise ValueError(
-                f"PCNode(value_init={value_init!r}): value_init must be one of {VALUE_INITS}."
-            )
-        if latent not in LATENTS:
-            raise ValueError(
-                f"PCNode(latent={latent!r}): latent must be 'value' (PC: inference moves the "
-                "node's value) or 'error' (ePC: it moves the node's error)."
-            )
-        if not callable(energy):
-            raise TypeError(
-                "PCNode(energy=...) must be callable as energy(value, prediction) -> [B], got "
-                f"{type(energy).__name__}."
-            )
+        node_rules.check_options(energy, value_init, value_init_stddev, latent)
         self.energy = energy
         self.precision = precision
         self.value_init = value_init
@@ -165,7 +148,7 @@ class PCNode(nnx.Module):
     @property
     def forward(self) -> bool:
         """Whether a new latent starts at the prediction with a zero-gradient energy there."""
-        return self.value_init == "forward" and self.energy is _energies.squared_error
+        return node_rules.starts_at_prediction(self.value_init, self.energy)
 
     def __call__(self, prediction: Array) -> Array:
         """Returns ``prediction`` when you call it; see the module doc for the adapter's calls.
@@ -178,68 +161,42 @@ class PCNode(nnx.Module):
             return prediction
         variable: NodeValue = getattr(self, self.latent)
         if call.mode == "missing":
-            raise ValueError(
-                f"PCNode at {call.path}: energies were asked for but this node has no "
-                f"{self.latent} for the batch. Make the nodes first: fpc.nnx.init_nodes(model, "
-                "inputs)."
-            )
+            raise node_rules.missing_nodes(call.path, self.latent, _MAKE_NODES)
         if call.mode == "initialize":
-            # The variable holds None, or the value the adapter drew for value_init='normal'
-            # (held as state, so nnx.scan/nnx.vmap give each layer of a stack its own).
+            # The variable holds None, or the value drawn for value_init='normal' (held
+            # as state, so nnx.scan/nnx.vmap give each layer of a stack its own).
             drawn = variable.get_value()
             if isinstance(drawn, NewLatent):  # this pass made it already
-                raise self._called_twice(call.path)
-            latent = self._initial_latent(prediction, drawn)
-            # Boxed with how it was made, as linen's new latents are.
-            variable.set_value(NewLatent(latent, forward=self.forward))
-            return self._value(latent, prediction)
+                raise node_rules.called_twice(call.path)
+            new = node_rules.new_latent(
+                prediction, value_init=self.value_init, latent=self.latent,
+                value_init_stddev=self.value_init_stddev, energy=self.energy, drawn=drawn,
+            )  # fmt: skip
+            variable.set_value(new)  # boxed with how it was made, as linen's new latents are
+            return node_rules.value_of(self.latent, new.value, prediction)
 
         latent = variable.get_value()
-        if latent.shape != prediction.shape:
-            raise ValueError(
-                f"PCNode at {call.path}: the stored {self.latent} has shape "
-                f"{tuple(latent.shape)} but the prediction has shape "
-                f"{tuple(prediction.shape)}. The nodes come from a batch of another size (or "
-                "another model); make new ones for this batch with fpc.nnx.init_nodes."
-            )
-        value = self._value(latent, prediction)
+        node_rules.check_latent_shape(call.path, self.latent, latent, prediction, _INIT_NODES)
+        value = node_rules.value_of(self.latent, latent, prediction)
         if call.mode == "energy":
             node_energy = self.energy(value, prediction)
+            node_rules.check_energy_shape(call.path, node_energy, prediction)
             if self.precision != 1.0:
                 node_energy = self.precision * node_energy
-            self.sow(NodeEnergy, "energy", node_energy, reduce_fn=_once(self, call.path))
+            self.sow(NodeEnergy, "energy", node_energy, reduce_fn=_once(call.path))
         return value
 
-    def _called_twice(self, path: str) -> ValueError:
-        return ValueError(
-            f"PCNode at {path} was called twice in one pass. A node holds one value, so two "
-            "call sites would share it (and its energy would be wrong); create one PCNode per "
-            "call site, e.g. one fpc.nnx.PCNode() per layer in an nnx.List."
-        )
 
-    def _value(self, latent: Array, prediction: Array) -> Array:
-        return latent if self.latent == "value" else prediction + latent
-
-    def _initial_latent(self, prediction: Array, drawn: Array | None) -> Array:
-        if self.value_init == "forward":
-            value = prediction
-        elif self.value_init == "zeros":
-            value = jnp.zeros_like(prediction)
-        else:  # 'normal': drawn by the adapter (None while it finds the shapes)
-            value = jnp.zeros_like(prediction) if drawn is None else drawn
-        if self.latent == "value":
-            return value
-        if self.value_init == "forward":
-            return jnp.zeros_like(prediction)  # e = v - mu = 0, exactly
-        return value - prediction
+_INIT_NODES = "fpc.nnx.init_nodes"
+_MAKE_NODES = f"Make the nodes first: {_INIT_NODES}(model, inputs)."
 
 
-def _once(node: PCNode, path: str):
+def _once(path: str):
     """``sow``'s reduce function: the first energy of the pass; a second is an error."""
 
     def reduce(previous: tuple, energy: Array) -> tuple:
         if previous:
-            raise node._called_twice(path)
+            raise node_rules.called_twice(path)
         return (energy,)
 
     return reduce

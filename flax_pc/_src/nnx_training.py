@@ -10,24 +10,31 @@ optimiser; ``init_nodes``, ``infer`` and ``infer_to_equilibrium`` its nodes
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from flax_pc import energies as _energies
-from flax_pc._src import equilibrium, inference
+from flax_pc._src import equilibrium, initialization, network_energy
+from flax_pc._src.inference import (
+    EQUILIBRIUM_KEYWORDS,
+    FIXED_STEP_KEYWORDS,
+    Inference,
+    from_keywords,
+)
+from flax_pc._src.inference import infer as linen_infer
 from flax_pc._src.nnx_apply import Bound, bind, check_model
 from flax_pc._src.nnx_nodes import NodeValue
-from flax_pc._src.nodes import NODE_RNG
-from flax_pc._src.train_state import PCTrainState
-from flax_pc._src.types import Array, EnergyFn, PyTree
+from flax_pc._src.nodes import NOISE
+from flax_pc._src.rngs import as_rngs
+from flax_pc._src.train_state import DEPRECATED_KEYWORDS, Algorithm, PCTrainState
+from flax_pc._src.types import Array, OutputEnergyFn, PyTree
 
 __all__ = ["energy", "infer", "infer_to_equilibrium", "init_nodes", "train_step"]
 
-#: What ``rngs=`` takes: an ``nnx.Rngs`` (its :data:`~flax_pc.NODE_RNG` stream, or
+#: What ``rngs=`` takes: an ``nnx.Rngs`` (its :data:`~flax_pc.NOISE` stream, or
 #: its default), one ``nnx.RngStream``, or a PRNG key.
 Rngs = nnx.Rngs | nnx.RngStream | Array
 
@@ -42,21 +49,27 @@ def _require_nodes(bound: Bound, function: str) -> None:
 
 
 def _node_key(rngs: Rngs | None, function: str) -> Array | None:
-    """One key of the stream :data:`~flax_pc.NODE_RNG` from ``rngs`` (drawn: it advances)."""
+    """The :data:`~flax_pc.NOISE` key of one call from ``rngs`` (a stream's is drawn: it advances).
+
+    A bare key gives the noise key that the linen path's ``rng=key`` gives, so
+    both paths draw the same node values and noise from the same key.
+    """
     if rngs is None:
         return None
     if isinstance(rngs, nnx.Rngs):
         try:
-            rngs = rngs[NODE_RNG]
+            rngs = rngs[NOISE]
         except KeyError:
             raise ValueError(
-                f"fpc.nnx.{function}: rngs has no {NODE_RNG!r} stream and no default stream "
-                f"to fall back on: give nnx.Rngs({NODE_RNG}=seed) (or nnx.Rngs(seed))."
+                f"fpc.nnx.{function}: rngs has no {NOISE!r} stream and no default stream "
+                f"to fall back on: give nnx.Rngs({NOISE}=seed) (or nnx.Rngs(seed))."
             ) from None
     if isinstance(rngs, nnx.RngStream):
         return rngs()
     if isinstance(rngs, jax.Array) and jnp.issubdtype(rngs.dtype, jax.dtypes.prng_key):
-        return rngs
+        streams = as_rngs(rngs)
+        assert streams is not None
+        return streams[NOISE]
     raise TypeError(
         f"fpc.nnx.{function}: rngs must be an nnx.Rngs, an nnx.RngStream or a key from "
         f"jax.random.key, got {type(rngs).__name__}."
@@ -76,7 +89,7 @@ def _call_rngs(bound: Bound, key: Array | None, *, advance: bool) -> dict[str, A
         if advance:
             stream.count[...] += 1
     if key is not None:
-        rngs[NODE_RNG] = key
+        rngs[NOISE] = key
     return rngs
 
 
@@ -110,20 +123,18 @@ def train_step(
     inputs: PyTree,
     targets: PyTree,
     *,
-    node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = None,
-    inference_steps: int | None = None,
-    output_energy: EnergyFn = _energies.squared_error,
-    algorithm: Literal["pc", "ipc", "bp"] = "pc",
+    inference: Inference | None = None,
+    output_energy: OutputEnergyFn = _energies.squared_error,
+    algorithm: Algorithm = "pc",
     nudging: float | None = None,
-    tolerance: float | None = None,
-    unroll: int | bool | None = None,
     rngs: Rngs | None = None,
+    **deprecated: Any,
 ) -> dict[str, Any]:
     """One batch of PC training of an NNX model; call it inside your ``nnx.jit`` function.
 
     The step of :meth:`flax_pc.PCTrainState.train_step`, on the NNX model:
-    for ``'pc'``, the nodes are initialised by a forward pass, ``inference_steps``
-    steps of ``node_tx`` move them, and one step of ``optimizer`` on
+    for ``'pc'``, the nodes are initialised by a forward pass, ``inference.steps``
+    steps of ``inference.node_tx`` move them, and one step of ``optimizer`` on
     ``dF/dparams`` at the final nodes updates ``model`` (in place, as
     ``optimizer.update(model, grads)`` does: ``optimizer.tx`` on
     ``optimizer.opt_state``; ``optimizer.step`` counts the weight steps).
@@ -147,11 +158,17 @@ def train_step(
         says which variables train.
       inputs: ``[B, ...]``.
       targets: ``[B, *out_features]``, the shape of the model's output.
-      node_tx, inference_steps, output_energy, algorithm, nudging, tolerance, unroll: as in
-        :meth:`flax_pc.PCTrainState.create` (``'bp'`` takes no node arguments).
-      rngs: for the nodes' own randomness (``PCNode(value_init='normal')``):
-        an ``nnx.Rngs`` (one key drawn from its :data:`~flax_pc.NODE_RNG`
-        stream, or its default, per step), an ``nnx.RngStream`` or a key.
+      inference, output_energy, algorithm, nudging: as in
+        :meth:`flax_pc.PCTrainState.create` (``'bp'`` takes ``inference`` and
+        does not use it).
+      rngs: for the nodes' own randomness (``PCNode(value_init='normal')``,
+        :func:`~flax_pc.langevin`): an ``nnx.Rngs`` (one key drawn from its
+        :data:`~flax_pc.NOISE` stream, or its default, per step: a new key
+        at every step), an ``nnx.RngStream``, or a key from
+        ``jax.random.key``, used as given (pass a new one per step; it gives
+        the draws the linen path's ``rng=key`` gives).
+      **deprecated: ``node_tx=``, ``inference_steps=``, ``tolerance=``,
+        ``unroll=`` (flax_pc 0.2), which warn and go in 0.4.
 
     Returns:
       The metrics of :meth:`flax_pc.PCTrainState.train_step`, with the same
@@ -170,7 +187,7 @@ def train_step(
       >>> @nnx.jit
       ... def step(model, optimizer, x, y):
       ...     return fpc.nnx.train_step(model, optimizer, x, y,
-      ...                               node_tx=optax.sgd(0.1), inference_steps=4)
+      ...                               inference=fpc.Inference(optax.sgd(0.1), 4))
       >>> metrics = step(model, optimizer, jnp.ones((3, 4)), jnp.zeros((3, 2)))
       >>> metrics["energy"].shape, sorted(metrics["node_energies"])
       ((5,), ['layers/2'])
@@ -181,22 +198,18 @@ def train_step(
             "fpc.nnx.train_step: optimizer must be an nnx.Optimizer(model, tx, wrt=nnx.Param), "
             f"got {type(optimizer).__name__}."
         )
+    inference = from_keywords(
+        "fpc.nnx.train_step", inference, deprecated,
+        keywords=DEPRECATED_KEYWORDS, required=False,
+    )  # fmt: skip
     bound = bind(model, optimizer.wrt)
     if algorithm != "bp":
         _require_nodes(bound, "train_step")
     state = PCTrainState.create(
-        apply_fn=bound.apply,
-        params=bound.params,
-        tx=optimizer.tx,
-        node_tx=node_tx,
-        inference_steps=inference_steps,
-        output_energy=output_energy,
-        algorithm=algorithm,
-        nudging=nudging,
+        apply_fn=bound.apply, params=bound.params, tx=optimizer.tx, inference=inference,
+        output_energy=output_energy, algorithm=algorithm, nudging=nudging,
         model_state=bound.model_state,
-        unroll=unroll,
-        tolerance=tolerance,
-    )
+    )  # fmt: skip
     state = state.replace(opt_state=nnx.as_pure(optimizer.opt_state), step=optimizer.step[...])
     rngs_of_step = _call_rngs(bound, _node_key(rngs, "train_step"), advance=True)
     state, metrics = state.train_step(inputs, targets, rngs_of_step)
@@ -224,7 +237,7 @@ def init_nodes(model: nnx.Module, inputs: PyTree, *, rngs: Rngs | None = None) -
     model = _stateful(model, "init_nodes")
     bound = bind(model)
     _require_nodes(bound, "init_nodes")
-    nodes = inference.init_nodes(
+    nodes = initialization.init_nodes(
         bound.apply, bound.params, inputs, model_state=bound.model_state,
         rng=_call_rngs(bound, _node_key(rngs, "init_nodes"), advance=False),
     )  # fmt: skip
@@ -237,8 +250,8 @@ def energy(
     inputs: PyTree,
     targets: PyTree,
     *,
-    output_energy: EnergyFn = _energies.squared_error,
-) -> inference.Energy:
+    output_energy: OutputEnergyFn = _energies.squared_error,
+) -> network_energy.Energy:
     """The energy of the network at the model's nodes (:func:`flax_pc.energy`).
 
     Differentiable in the model's params, e.g. the weight gradient at the
@@ -256,7 +269,7 @@ def energy(
     """
     model = _stateful(model, "energy")
     bound = bind(model)
-    return inference.energy(
+    return network_energy.energy(
         bound.apply, bound.params, _stored_nodes(model), inputs, targets,
         output_energy=output_energy, model_state=bound.model_state,
         rng=_call_rngs(bound, None, advance=False),
@@ -268,12 +281,11 @@ def infer(
     inputs: PyTree,
     targets: PyTree,
     *,
-    node_tx: optax.GradientTransformation,
-    inference_steps: int,
-    output_energy: EnergyFn = _energies.squared_error,
-    unroll: int | bool | None = None,
-) -> inference.Energy:
-    """Runs ``inference_steps`` steps of ``node_tx`` on the model's nodes, in place.
+    inference: Inference | None = None,
+    output_energy: OutputEnergyFn = _energies.squared_error,
+    **deprecated: Any,
+) -> network_energy.Energy:
+    """Runs ``inference.steps`` steps of ``inference.node_tx`` on the model's nodes, in place.
 
     :func:`flax_pc.infer` on the NNX model: each step follows ``dF/dnodes``
     with the params fixed. Every pass sees the model's state as it is (one
@@ -282,55 +294,58 @@ def infer(
     Args:
       model: an ``nnx.Module`` whose nodes hold a batch (:func:`init_nodes`).
       inputs, targets, output_energy: as in :func:`energy`.
-      node_tx: an optax transform for the nodes, e.g. ``optax.sgd(0.1)``.
-      inference_steps: ``T >= 0``, a Python int.
-      unroll: as in :func:`flax_pc.infer`.
+      inference: an :class:`~flax_pc.Inference` with a fixed number of steps,
+        as in :func:`flax_pc.infer`.
+      **deprecated: ``node_tx=``, ``inference_steps=``, ``unroll=`` (flax_pc
+        0.2), which warn and go in 0.4.
 
     Returns:
       The :class:`~flax_pc.Energy` before each step, stacked (leading axis ``T``).
     """
+    inference = from_keywords(
+        "fpc.nnx.infer", inference, deprecated, keywords=FIXED_STEP_KEYWORDS, required=True
+    )
     model = _stateful(model, "infer")
     bound = bind(model)
     _require_nodes(bound, "infer")
-    nodes, energies = inference.infer(
+    nodes, energies = linen_infer(
         bound.apply, bound.params, _stored_nodes(model), inputs, targets,
-        node_tx=node_tx, inference_steps=inference_steps, output_energy=output_energy,
+        inference=inference, output_energy=output_energy,
         model_state=bound.model_state, rng=_call_rngs(bound, None, advance=False),
-        unroll=unroll,
     )  # fmt: skip
     nnx.update(model, nodes)
     return energies
 
 
 def infer_to_equilibrium(
-    model: nnx.Module,
-    inputs: PyTree,
-    targets: PyTree,
-    *,
-    node_tx: optax.GradientTransformation | equilibrium.GradientFlow,
-    tolerance: float | None,
-    max_steps: int,
-    output_energy: EnergyFn = _energies.squared_error,
-) -> equilibrium.Equilibrium:
-    """Runs inference on the model's nodes until ``rms(dF/dv) <= tolerance``, in place.
+    model: nnx.Module, inputs: PyTree, targets: PyTree, *,
+    inference: Inference | None = None, output_energy: OutputEnergyFn = _energies.squared_error,
+    **deprecated: Any,
+) -> equilibrium.Equilibrium:  # fmt: skip
+    """Runs inference on the model's nodes until ``rms(dF/dv) <= inference.tolerance``, in place.
 
     :func:`flax_pc.infer_to_equilibrium` on the NNX model.
 
     Args:
       model: an ``nnx.Module`` whose nodes hold a batch (:func:`init_nodes`).
       inputs, targets, output_energy: as in :func:`energy`.
-      node_tx, tolerance, max_steps: as in :func:`flax_pc.infer_to_equilibrium`.
+      inference: as in :func:`flax_pc.infer_to_equilibrium`.
+      **deprecated: ``node_tx=``, ``tolerance=``, ``max_steps=`` (flax_pc
+        0.2), which warn and go in 0.4.
 
     Returns:
       An :class:`~flax_pc.Equilibrium` (its ``nodes`` are now the model's).
     """
+    inference = from_keywords(
+        "fpc.nnx.infer_to_equilibrium", inference, deprecated,
+        keywords=EQUILIBRIUM_KEYWORDS, required=True,
+    )  # fmt: skip
     model = _stateful(model, "infer_to_equilibrium")
     bound = bind(model)
     _require_nodes(bound, "infer_to_equilibrium")
     result = equilibrium.infer_to_equilibrium(
         bound.apply, bound.params, _stored_nodes(model), inputs, targets,
-        node_tx=node_tx, tolerance=tolerance, max_steps=max_steps,
-        output_energy=output_energy, model_state=bound.model_state,
+        inference=inference, output_energy=output_energy, model_state=bound.model_state,
         rng=_call_rngs(bound, None, advance=False),
     )  # fmt: skip
     nnx.update(model, result.nodes)

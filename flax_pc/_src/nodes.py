@@ -13,14 +13,20 @@ records, ``energy(v, mu)`` per example, is sown into :data:`~flax_pc.ENERGIES`
 ``apply({'params': p}, x)``                                 ``prediction`` (plain feed-forward)
 ``apply({'params': p}, x, mutable=[NODES])``                the new ``value``, made from the
                                                             prediction (``value_init='forward'``:
-                                                            ``value = prediction``)
+                                                            ``value = prediction``; ``'normal'``:
+                                                            zeros, a placeholder, see below)
 ``apply({'params': p, NODES: n}, x, mutable=[ENERGIES])``   the stored ``value``; records
                                                             ``energy(value, prediction)``
 ==========================================================  ==================================
 
 New values come boxed in a flax ``AxisMetadata`` (like ``nn.Partitioned``:
 ``apply`` reads through it, ``nn.meta.unbox`` removes it) that records how they
-were made; :func:`flax_pc.init_nodes` returns them unboxed.
+were made; :func:`flax_pc.init_nodes` returns them unboxed. A node with
+``value_init='normal'`` does not draw in ``apply``: its box asks for a draw,
+which :func:`flax_pc.init_nodes` (and ``train_step``) makes, from the
+:data:`~flax_pc.NOISE` key and the latent's path in :data:`~flax_pc.NODES`
+alone, so that a linen and an NNX model draw the same values; ``model.init``
+stores zeros.
 
 In a call that records no energies, a node without a stored value while
 others have one (e.g. only the top latent of a decoder is given) passes its
@@ -38,65 +44,28 @@ axes. A transform that does not carry both collections would drop the node;
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast, get_args
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
 from flax.core import meta
 
 from flax_pc import energies as _energies
+from flax_pc._src import node_rules
+from flax_pc._src.node_rules import DrawnValue, Latent, NewLatent, ValueInit
 from flax_pc._src.types import Array, EnergyFn
 
 #: Collection holding the value nodes (``'value'`` in each ``PCNode``).
 NODES = "pc_nodes"
 #: Collection into which each ``PCNode`` sows its per-example energy ``[B]``.
 ENERGIES = "pc_energies"
-#: The RNG stream of the nodes' own randomness: ``PCNode(value_init='normal')``
-#: draws its initial values from it, :func:`~flax_pc.langevin` its noise.
-#: A bare key passed as ``rng`` feeds it.
-NODE_RNG = "pc_noise"
+#: The RNG stream of the nodes' own randomness (``'pc_noise'``):
+#: ``PCNode(value_init='normal')`` draws its initial values from it,
+#: :func:`~flax_pc.langevin` its noise. A bare key passed as ``rng`` feeds it.
+NOISE = "pc_noise"
 
-__all__ = ["ENERGIES", "NODES", "NODE_RNG", "PCNode"]
-
-ValueInit = Literal["forward", "zeros", "normal"]
-VALUE_INITS: tuple[str, ...] = get_args(ValueInit)
-Latent = Literal["value", "error"]
-LATENTS: tuple[str, ...] = get_args(Latent)
-
-
-class NewLatent(struct.PyTreeNode, meta.AxisMetadata[Array]):
-    """A new node latent (value or error), boxed with how it was made.
-
-    ``PCNode`` returns its new values in this box from a call with
-    :data:`NODES` mutable; :func:`flax_pc.init_nodes` unboxes them. The flag
-    is static metadata, so it passes through ``nn.scan``, ``nn.vmap`` and
-    ``nn.remat`` unchanged, where a sown flag would be stacked into an array.
-
-    Attributes:
-      value: the node's latent (its value ``v``, or its error ``e`` for
-        ``latent='error'``), ``[B, *features]``.
-      forward: ``True`` when the node starts at its prediction (``e = 0``)
-        and its energy is :func:`~flax_pc.energies.squared_error` (whose
-        gradient is zero there), so it adds nothing to the first inference
-        step's gradient, which the first step exploits.
-    """
-
-    value: Array
-    forward: bool = struct.field(pytree_node=False)
-
-    def unbox(self) -> Array:
-        return self.value
-
-    def replace_boxed(self, val: Any) -> NewLatent:
-        return self.replace(value=val)
-
-    def add_axis(self, index: int, params: dict) -> NewLatent:
-        return self
-
-    def remove_axis(self, index: int, params: dict) -> NewLatent:
-        return self
+__all__ = ["ENERGIES", "NODES", "NOISE", "PCNode"]
 
 
 class StackedEnergy(struct.PyTreeNode, meta.AxisMetadata[Array]):
@@ -177,8 +146,10 @@ class PCNode(nn.Module):
       value_init: how a new value is made from the prediction ``mu`` when the
         :data:`NODES` collection is mutable and holds no value yet:
         ``'forward'`` (``v = mu``, default), ``'zeros'`` (``v = 0``) or
-        ``'normal'`` (``v ~ N(0, value_init_stddev^2)``, drawn from the RNG
-        stream :data:`NODE_RNG`, so pass ``rng=key`` or ``rngs={fpc.NODE_RNG: key}``).
+        ``'normal'`` (``v ~ N(0, value_init_stddev^2)``, drawn by
+        :func:`flax_pc.init_nodes` from the key of the RNG stream :data:`NOISE`
+        and the node's path, so pass ``rng=key`` or ``rng={fpc.NOISE: key}``).
+        The options are checked when the node is made.
       value_init_stddev: standard deviation for ``value_init='normal'``.
       latent: what inference moves. ``'value'`` (standard PC): the node stores
         its value ``v`` in :data:`NODES` as ``'value'``. ``'error'`` (ePC,
@@ -220,6 +191,10 @@ class PCNode(nn.Module):
     value_init_stddev: float = 1.0
     latent: Latent = "value"
 
+    def __post_init__(self) -> None:
+        node_rules.check_options(self.energy, self.value_init, self.value_init_stddev, self.latent)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, prediction: Array) -> Array:
         """Returns the node's value (or ``prediction``, see the module doc).
@@ -227,55 +202,36 @@ class PCNode(nn.Module):
         Args:
           prediction: ``mu``, the output of the layer below, ``[B, *features]``.
         """
-        if self.value_init not in VALUE_INITS:
-            raise ValueError(
-                f"PCNode(value_init={self.value_init!r}): value_init must be one of {VALUE_INITS}."
-            )
-        if self.latent not in LATENTS:
-            raise ValueError(
-                f"PCNode(latent={self.latent!r}): latent must be 'value' (PC: inference "
-                "moves the node's value) or 'error' (ePC: it moves the node's error)."
-            )
         name = self.latent  # the variable's name in NODES: 'value' or 'error'
-        if not self.has_variable(NODES, name):
-            if self.is_mutable_collection(NODES):
-                # The layers above initialise from this node's new value (equal to
-                # the prediction for value_init='forward'), so their errors start at zero.
-                variable = self.variable(NODES, name, self._initial_latent, prediction)
-                return self._value(cast(Array, variable.value), prediction)  # linen unboxes
+        stored = self.get_variable(NODES, name)
+        if self.is_mutable_collection(NODES) and (stored is None or _made(stored)):
+            if isinstance(stored, NewLatent):  # made by this pass
+                raise node_rules.called_twice(module_path(self))
+            # The layers above initialise from this node's new value (equal to
+            # the prediction for value_init='forward'), so their errors start at zero.
+            new = node_rules.new_latent(
+                prediction, value_init=self.value_init, latent=self.latent,
+                value_init_stddev=self.value_init_stddev, energy=self.energy,
+                drawn=stored.value if isinstance(stored, DrawnValue) else None,
+            )  # fmt: skip
+            # model.init: plain arrays, as for any variable.
+            self.put_variable(NODES, name, new.value if self.is_initializing() else new)
+            return node_rules.value_of(self.latent, new.value, prediction)
+        if stored is None:
             if self.is_mutable_collection(ENERGIES):
-                raise ValueError(
-                    f"PCNode at {module_path(self)}: energies were asked for "
-                    f"(mutable {ENERGIES!r}) but no value nodes were given. Pass the nodes as "
-                    f"variables: apply({{'params': params, flax_pc.NODES: nodes}}, ...), with "
-                    "nodes from flax_pc.init_nodes."
-                )
+                raise node_rules.missing_nodes(module_path(self), name, _MAKE_NODES)
             # Params only: the network is exactly the plain feed-forward network.
             return prediction
 
-        latent = meta.unbox(self.get_variable(NODES, name))
-        if latent.shape != prediction.shape:
-            raise ValueError(
-                f"PCNode at {module_path(self)}: the stored {name} has shape "
-                f"{tuple(latent.shape)} but the prediction has shape {tuple(prediction.shape)}. "
-                "The nodes come from a batch of another size (or another model); make new "
-                "ones for this batch with flax_pc.init_nodes."
-            )
+        latent = meta.unbox(stored)
+        node_rules.check_latent_shape(
+            module_path(self), name, latent, prediction, "flax_pc.init_nodes"
+        )
         if self.is_mutable_collection(ENERGIES) and self.has_variable(ENERGIES, "energy"):
-            raise ValueError(
-                f"PCNode at {module_path(self)} was called twice in one pass. A node holds "
-                "one value, so two call sites would share it (and its energy would be "
-                "wrong); create one PCNode per call site, e.g. fpc.PCNode() inside the "
-                "loop rather than one instance before it."
-            )
-        value = self._value(latent, prediction)
+            raise node_rules.called_twice(module_path(self))
+        value = node_rules.value_of(self.latent, latent, prediction)
         node_energy = self.energy(value, prediction)
-        if jnp.shape(node_energy) != prediction.shape[:1]:
-            raise ValueError(
-                f"PCNode at {module_path(self)}: its energy returned shape "
-                f"{tuple(jnp.shape(node_energy))}; an energy returns one number per example, "
-                f"[B] = {prediction.shape[:1]} (sum over the features)."
-            )
+        node_rules.check_energy_shape(module_path(self), node_energy, prediction)
         if self.precision != 1.0:
             node_energy = self.precision * node_energy
         if lifted_transforms(self):  # the transform stacks it: keep track of the batch axis
@@ -283,30 +239,13 @@ class PCNode(nn.Module):
         self.sow(ENERGIES, "energy", node_energy)
         return value
 
-    def _value(self, latent: Array, prediction: Array) -> Array:
-        return latent if self.latent == "value" else prediction + latent
 
-    def _initial_latent(self, prediction: Array) -> Array | NewLatent:
-        if self.latent == "error" and self.value_init == "forward":
-            latent = jnp.zeros_like(prediction)
-        else:
-            value = self._draw_value(prediction)
-            latent = value if self.latent == "value" else value - prediction
-        if self.is_initializing():  # model.init: plain arrays, as for any variable.
-            return latent
-        forward = self.value_init == "forward" and self.energy is _energies.squared_error
-        return NewLatent(latent, forward=forward)
+_MAKE_NODES = (
+    "Pass the nodes as variables: apply({'params': params, flax_pc.NODES: nodes}, ...), "
+    "with nodes from flax_pc.init_nodes."
+)
 
-    def _draw_value(self, prediction: Array) -> Array:
-        if self.value_init == "forward":
-            return prediction
-        if self.value_init == "zeros":
-            return jnp.zeros_like(prediction)
-        if not self.has_rng(NODE_RNG):
-            raise ValueError(
-                f"PCNode(value_init='normal') draws its initial value from the RNG stream "
-                f"{NODE_RNG!r}: pass rngs={{{NODE_RNG!r}: key}} "
-                "(flax_pc.init_nodes(..., rng=key), or train_step(..., rng=key))."
-            )
-        key = self.make_rng(NODE_RNG)
-        return self.value_init_stddev * jax.random.normal(key, prediction.shape, prediction.dtype)
+
+def _made(stored: Any) -> bool:
+    """Whether ``stored`` is a latent of the node initialisation: made by this pass, or drawn."""
+    return isinstance(stored, (NewLatent, DrawnValue))

@@ -10,7 +10,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from flax_pc._src import inference, named_axes
+from flax_pc._src import named_axes, network_energy
 from flax_pc._src.types import Array
 
 #: ``metrics['energy_rose']`` counts a rise only above this fraction of the
@@ -40,7 +40,7 @@ def energy_rose(energy: Array) -> Array:
 
 def step_metrics(
     before: Array,
-    final: inference.Energy,
+    final: network_energy.Energy,
     loss: Array,
     batch_size: int,
     steps: Any,
@@ -56,7 +56,7 @@ def step_metrics(
       steps: the node steps taken.
       axis_name: the named device axis whose devices share the batch, or ``None``.
     """
-    node_sums = {name: jnp.sum(e) for name, e in inference.node_energies(final.nodes).items()}
+    node_sums = {name: jnp.sum(e) for name, e in network_energy.node_energies(final.nodes).items()}
     totals = jnp.concatenate([before, final.total[None]])
     totals, node_sums, loss, count = named_axes.total(
         (totals, node_sums, loss, batch_size), axis_name

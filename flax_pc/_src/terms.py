@@ -47,9 +47,9 @@ class EnergyTerm(nn.Module):
     Example:
       Bidirectional PC's backward prediction of the input from the node above it:
 
+      >>> import flax_pc as fpc
       >>> import jax, jax.numpy as jnp
       >>> from flax import linen as nn
-      >>> import flax_pc as fpc
       >>> class Bidirectional(nn.Module):
       ...     @nn.compact
       ...     def __call__(self, x):

@@ -14,13 +14,19 @@ from flax.training import train_state
 from flax_pc import energies as _energies
 from flax_pc._src import (
     batches,
+    dead_nodes,
     equilibrium,
-    inference,
+    initialization,
     langevin,
     named_axes,
+    network_energy,
     step_metrics,
     user_warnings,
 )
+from flax_pc._src.gradient_flow import GradientFlow
+from flax_pc._src.inference import Inference, check_transform, from_keywords, run_inference
+from flax_pc._src.model_calls import apply_model, check_model_state
+from flax_pc._src.rngs import as_rngs
 from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
 __all__ = ["PCTrainState"]
@@ -28,15 +34,18 @@ __all__ = ["PCTrainState"]
 Algorithm = Literal["pc", "ipc", "bp"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
+#: ``create``'s keywords of flax_pc 0.2, now the fields of :class:`~flax_pc.Inference`.
+DEPRECATED_KEYWORDS = ("node_tx", "inference_steps", "tolerance", "unroll")
+
 
 class PCTrainState(train_state.TrainState):
-    """``TrainState`` plus what PC needs: a node optimiser and the inference steps.
+    """``TrainState`` plus what PC needs: how the nodes settle, and the output energy.
 
     ``train_step(inputs, targets, rng)`` does, for ``algorithm='pc'``:
 
     1. ``nodes = init_nodes(...)``: forward initialisation from ``inputs``;
-    2. ``inference_steps`` steps of ``node_tx`` on ``dF/dnodes`` (node
-       optimiser state re-initialised per batch), as one ``lax.scan``;
+    2. ``inference.steps`` steps of ``inference.node_tx`` on ``dF/dnodes``
+       (node optimiser state re-initialised per batch), as one ``lax.scan``;
     3. one ``tx`` step on ``dF/dparams`` at the final nodes.
 
     The energy is the total over the batch::
@@ -65,13 +74,13 @@ class PCTrainState(train_state.TrainState):
     step would make the energy it descends change under it).
 
     Attributes:
-      node_tx: optax transform applied to the value nodes (``None`` for ``'bp'``).
-      inference_steps: ``T``, node steps per batch (0 for ``'bp'``).
+      inference: how the nodes settle, an :class:`~flax_pc.Inference`
+        (kept as given for ``'bp'``, which does not use it).
       output_energy: ``energy(targets, output) -> [B]`` clamping the output.
       algorithm: ``'pc'`` (above), ``'ipc'`` (incremental PC: at each of the
         ``T`` steps, both gradients at the same point and both applied) or
         ``'bp'`` (backprop of the batch-summed ``output_energy`` on the
-        params-only forward pass; nodes ignored).
+        params-only forward pass; nodes and ``inference`` unused).
       nudging: ``beta`` or ``None``. With ``beta``, the output is not clamped
         to the target ``y`` but to ``t = out - beta * (out - y)`` (``out``: the
         feed-forward output, held fixed during inference), and the weight
@@ -83,17 +92,6 @@ class PCTrainState(train_state.TrainState):
         nodes absorb part of it.
       model_state: the model's non-param collections (see above); ``{}`` for
         a model without any.
-      unroll: ``lax.scan``'s ``unroll`` for the inference loop (see
-        :func:`flax_pc.infer`); ``None`` lets flax_pc choose: every step
-        unrolled for ``T <= 32``, a rolled loop beyond (the rule and its
-        measurements: ``inference.resolve_unroll``, benchmarks/README.md).
-      tolerance: ``None`` (run ``inference_steps`` steps), or inference to
-        equilibrium (:func:`flax_pc.infer_to_equilibrium`): stop once
-        ``rms(dF/dv) <= tolerance``, after ``inference_steps`` steps at most.
-        A :class:`~flax_pc.GradientFlow` as ``node_tx`` (an ODE solver) always
-        runs to equilibrium (to its ``t1`` without a tolerance). Then
-        ``metrics['energy']`` is ``[2]`` (before and after inference) and
-        ``metrics['inference_steps']`` the steps taken; ``'pc'`` only.
       axis_name: ``None``, or the name of the device axis of ``jax.pmap`` /
         ``jax.shard_map`` over which the batch is split: every device then takes
         the weight step of the whole batch's energy (the sum over devices of
@@ -104,16 +102,11 @@ class PCTrainState(train_state.TrainState):
         the devices by itself.)
     """
 
-    node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = struct.field(
-        pytree_node=False
-    )
-    inference_steps: int = struct.field(pytree_node=False)
     output_energy: OutputEnergyFn = struct.field(pytree_node=False)
     algorithm: Algorithm = struct.field(pytree_node=False)
+    inference: Inference | None = struct.field(pytree_node=False, default=None)
     nudging: float | None = struct.field(pytree_node=False, default=None)
     model_state: PyTree = struct.field(default_factory=dict)
-    unroll: int | bool | None = struct.field(pytree_node=False, default=None)
-    tolerance: float | None = struct.field(pytree_node=False, default=None)
     axis_name: str | None = struct.field(pytree_node=False, default=None)
 
     @classmethod
@@ -123,14 +116,11 @@ class PCTrainState(train_state.TrainState):
         apply_fn: ApplyFn,
         params: PyTree,
         tx: optax.GradientTransformation,
-        node_tx: optax.GradientTransformation | equilibrium.GradientFlow | None = None,
-        inference_steps: int | None = None,
+        inference: Inference | None = None,
         output_energy: OutputEnergyFn = _energies.squared_error,
         algorithm: Algorithm = "pc",
         nudging: float | None = None,
         model_state: Mapping[str, PyTree] | None = None,
-        unroll: int | bool | None = None,
-        tolerance: float | None = None,
         axis_name: str | None = None,
         **kwargs: Any,
     ) -> PCTrainState:
@@ -142,86 +132,61 @@ class PCTrainState(train_state.TrainState):
             BatchNorm or Dropout).
           params: the model's params (``variables['params']``).
           tx: optax transform for the params, e.g. ``optax.adam(1e-3)``.
-          node_tx: optax transform for the nodes, e.g. ``optax.sgd(0.01)``, or
-            a :class:`~flax_pc.GradientFlow` (inference as an ODE); required
-            for ``'pc'`` and ``'ipc'``, not given for ``'bp'``.
-          inference_steps: ``T >= 0``; with a tolerance or a
-            :class:`~flax_pc.GradientFlow`, the most steps (>= 1); required
-            for ``'pc'`` and ``'ipc'``, not given for ``'bp'``.
+          inference: how the nodes settle, e.g.
+            ``fpc.Inference(optax.sgd(0.1), 8)``; required for ``'pc'`` and
+            ``'ipc'``. ``'bp'`` takes it too and does not use it, so that
+            comparing PC with backprop changes ``algorithm`` alone.
           output_energy: energy of the output layer against the targets.
           algorithm: ``'pc'``, ``'ipc'`` or ``'bp'``.
           nudging: ``beta`` for output nudging (see the class doc), or ``None``.
           model_state: the model's other collections, e.g.
             ``{'batch_stats': variables['batch_stats']}`` (see the class doc).
-          unroll: unrolling of the inference loop (see :func:`flax_pc.infer`);
-            ``None`` lets flax_pc choose. Inference to a tolerance runs in a
-            ``lax.while_loop``, which cannot be unrolled: give no ``unroll`` then.
-          tolerance: ``None`` or a number > 0: inference to equilibrium (see
-            the class doc).
           axis_name: ``None``, or the device axis of ``jax.pmap`` /
             ``jax.shard_map`` that splits the batch (see the class doc).
+          **kwargs: further fields of a subclass; and the keywords of flax_pc
+            0.2 (``node_tx``, ``inference_steps``, ``tolerance``, ``unroll``),
+            which warn and go in 0.4.
         """
-        inference.check_transform(tx, "tx")
+        old = {name: kwargs.pop(name) for name in DEPRECATED_KEYWORDS if name in kwargs}
+        inference = from_keywords(
+            "PCTrainState.create", inference, old, keywords=DEPRECATED_KEYWORDS, required=False
+        )
+        check_transform(tx, "tx")
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
         if algorithm == "bp":
-            given = {
-                "node_tx": node_tx, "inference_steps": inference_steps, "unroll": unroll,
-                "tolerance": tolerance, "nudging": nudging,
-            }  # fmt: skip
-            extra = [name for name, value in given.items() if value is not None]
-            if extra:
+            if nudging is not None:
                 raise ValueError(
-                    f"algorithm='bp' is backprop on the feed-forward pass: it has no inference, "
-                    f"so it takes no {', '.join(extra)}. Leave them out (None)."
+                    "algorithm='bp' is backprop on the feed-forward pass: it has no inference, "
+                    "so it takes no nudging. Leave it out (None)."
                 )
-            node_tx, inference_steps = None, 0
-        else:
-            if node_tx is None or inference_steps is None:
-                raise ValueError(
-                    f"algorithm={algorithm!r} runs inference on the nodes: give node_tx (e.g. "
-                    "optax.sgd(0.01)) and inference_steps (T, e.g. 8)."
-                )
-            if not isinstance(node_tx, equilibrium.GradientFlow):
-                inference.check_transform(node_tx, "node_tx")
-            inference.check_steps(inference_steps)
-        if unroll is not None:
-            inference.check_unroll(unroll)
-        to_equilibrium = tolerance is not None or isinstance(node_tx, equilibrium.GradientFlow)
-        if tolerance is not None:
-            tolerance = equilibrium.check_tolerance(tolerance)
-        if to_equilibrium and unroll is not None:
+        elif inference is None:
             raise ValueError(
-                "unroll applies to a fixed number of inference steps; inference to equilibrium "
-                "(a tolerance, or a GradientFlow) runs a loop that cannot be unrolled. Leave "
-                "unroll out (None)."
+                f"algorithm={algorithm!r} runs inference on the nodes: give inference="
+                "fpc.Inference(node_tx, steps), e.g. fpc.Inference(optax.sgd(0.01), 8)."
             )
-        if to_equilibrium and algorithm == "ipc":
+        elif algorithm == "ipc" and inference.to_equilibrium:
             raise ValueError(
                 "algorithm='ipc' takes a weight step at every inference step, so it has no "
-                "inference to equilibrium: use tolerance=None and an optax node_tx."
+                "inference to equilibrium: use an Inference without a tolerance and with an "
+                "optax node_tx."
             )
-        if to_equilibrium and inference_steps == 0:
+        elif algorithm == "ipc" and inference.steps == 0:
             raise ValueError(
-                "With a tolerance or a GradientFlow, inference_steps is the most steps "
-                "inference may take: use inference_steps >= 1."
+                "algorithm='ipc' takes one weight step per inference step; with 0 steps it "
+                "would never learn. Use an Inference with steps >= 1."
             )
         if not callable(output_energy):
             raise TypeError(
                 "output_energy must be callable as energy(targets, output) -> [B], got "
                 f"{type(output_energy).__name__}."
             )
-        if algorithm == "ipc" and inference_steps == 0:
-            raise ValueError(
-                "algorithm='ipc' takes one weight step per inference step; with "
-                "inference_steps=0 it would never learn. Use inference_steps >= 1."
-            )
         axis_name = named_axes.check_axis_name(axis_name)
-        if axis_name is not None and to_equilibrium:
+        if axis_name is not None and algorithm != "bp" and inference and inference.to_equilibrium:
             raise ValueError(
                 "axis_name with inference to equilibrium (a tolerance or a GradientFlow) is not "
-                "supported: each device would stop at its own step. Use a fixed "
-                "inference_steps (tolerance=None and an optax node_tx)."
+                "supported: each device would stop at its own step. Use a fixed number of "
+                "steps (an Inference without a tolerance, with an optax node_tx)."
             )
         if nudging is not None:
             if isinstance(nudging, bool) or not isinstance(nudging, (int, float)):
@@ -232,14 +197,11 @@ class PCTrainState(train_state.TrainState):
             apply_fn=apply_fn,
             params=params,
             tx=tx,
-            node_tx=node_tx,
-            inference_steps=inference_steps,
+            inference=inference,
             output_energy=output_energy,
             algorithm=algorithm,
             nudging=None if nudging is None else float(nudging),
-            model_state=inference.check_model_state(model_state),
-            unroll=unroll,
-            tolerance=tolerance,
+            model_state=check_model_state(model_state),
             axis_name=axis_name,
             **kwargs,
         )
@@ -261,10 +223,14 @@ class PCTrainState(train_state.TrainState):
             that a custom ``output_energy(targets, output)`` takes.
           rng: ``None``, a PRNG key or an int seed (feeds the streams
             ``'pc_noise'`` and ``'dropout'`` with keys derived from it), or a
-            dict ``{stream: key}`` naming every stream the model draws from.
+            dict ``{stream: key or seed}`` naming every stream the model draws
+            from. A key is used as given: pass a new key per step
+            (``jax.random.fold_in(key, step)``). An int seed gives every step
+            new keys by itself (``jax.random.key(seed)`` folded with
+            ``state.step``, as ``nnx.Rngs(seed)`` gives a new key per draw).
             The same keys serve every pass of the batch (one dropout mask); a
             :func:`~flax_pc.langevin` ``node_tx`` draws new noise at every
-            step from the ``'pc_noise'`` key, and needs one.
+            step from the :data:`~flax_pc.NOISE` key, and needs one.
 
         Returns:
           ``(new_state, metrics)``, where ``metrics['energy']`` is the
@@ -272,8 +238,8 @@ class PCTrainState(train_state.TrainState):
           (before the first step ... after the last);
           ``metrics['energy_rose']``, a bool scalar: ``True`` when an
           inference step raised that energy by more than 1e-4 of
-          ``energy[0]`` (the node step is too large; see
-          ``step_metrics.energy_rose``; ``False`` for ``'bp'``);
+          ``energy[0]`` (or 8 machine epsilons of its dtype, if more: the node
+          step is too large; ``False`` for ``'bp'``);
           ``metrics['node_energies']``, ``{path: scalar}``, the batch-mean
           energy of each node after inference; ``metrics['loss']``, the
           batch-mean output energy of the feed-forward prediction;
@@ -282,9 +248,8 @@ class PCTrainState(train_state.TrainState):
           the whole batch over every device). With a ``tolerance`` see the
           class doc.
         """
-        return _train_step(
-            self, batches.as_arrays(inputs), batches.as_arrays(targets), inference.as_rngs(rng)
-        )
+        rngs = as_rngs(rng, step=self.step)
+        return _train_step(self, batches.as_arrays(inputs), batches.as_arrays(targets), rngs)
 
 
 def _warn_no_nodes() -> None:
@@ -295,19 +260,25 @@ def _warn_no_nodes() -> None:
     )
 
 
-def _to_equilibrium(state: PCTrainState) -> bool:
-    return state.tolerance is not None or isinstance(state.node_tx, equilibrium.GradientFlow)
+def _inference(state: PCTrainState) -> Inference:
+    """``state.inference`` where it must be given (``create`` checked it for pc and ipc)."""
+    assert state.inference is not None
+    return state.inference
 
 
 def _optax_node_tx(state: PCTrainState) -> optax.GradientTransformation:
-    """``state.node_tx`` where it must be an optax transform (``create`` checked it)."""
-    assert state.node_tx is not None and not isinstance(state.node_tx, equilibrium.GradientFlow)
-    return state.node_tx
+    """The node transform where it must be an optax one (``create`` checked it)."""
+    node_tx = _inference(state).node_tx
+    assert not isinstance(node_tx, GradientFlow)
+    return node_tx
 
 
 def _energy_length(state: PCTrainState) -> int:
-    """The length of ``metrics['energy']``: ``T + 1``, or 2 (before, after) to equilibrium."""
-    return 2 if _to_equilibrium(state) else state.inference_steps + 1
+    """The length of ``metrics['energy']``: ``T + 1``, 2 to equilibrium, 1 for bp."""
+    if state.algorithm == "bp":
+        return 1
+    inference = _inference(state)
+    return 2 if inference.to_equilibrium else inference.steps + 1
 
 
 def _scale(tree: PyTree, factor: float) -> PyTree:
@@ -337,20 +308,23 @@ def _nudged(state: PCTrainState, output: PyTree, targets: PyTree) -> PyTree:
 
 def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
     batch_size = batches.check_batch(inputs, targets)
+    named_axes.warn_if_unnamed(state.axis_name)
     if state.algorithm == "bp":
         return _bp_step(state, inputs, targets, rngs, batch_size)
 
-    initial = inference.initialize(
+    initial = initialization.initialize(
         state.apply_fn, state.params, inputs, model_state=state.model_state, rng=rngs
     )
     nodes = initial.nodes
     # The feed-forward prediction; with value_init='forward' XLA merges this
     # pass with the initialisation's (common subexpressions), so it costs
     # nothing. Its updates of the model state (running averages) are kept.
-    output, collections = inference.apply_model(
+    output, collections = apply_model(
         state.apply_fn, state.params, inputs, model_state=state.model_state, rngs=rngs
     )
-    loss = jnp.sum(inference.output_energy_of(state.output_energy, targets, output, batch_size))
+    loss = jnp.sum(
+        network_energy.output_energy_of(state.output_energy, targets, output, batch_size)
+    )
     model_state = _updated(state.model_state, collections)
     if not nodes:
         _warn_no_nodes()
@@ -361,33 +335,36 @@ def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
         grad_scale = 1.0 / state.nudging
 
     def total(params, nodes):
-        result = inference.energy(
+        result = network_energy.energy(
             state.apply_fn, params, nodes, inputs, clamp, output_energy=state.output_energy,
             model_state=state.model_state, rng=rngs,
         )  # fmt: skip
         return result.total, result
+
+    if nodes:  # once per trace: a node that cannot change the output energy is named
+        dead_nodes.warn_dead_nodes(
+            lambda nodes: total(state.params, nodes)[1], nodes, apply_fn=state.apply_fn
+        )
 
     if state.algorithm == "ipc":
         noise = langevin.noise_key(rngs)
         state, metrics = _ipc_step(state, nodes, total, grad_scale, loss, batch_size, noise)
         return state.replace(model_state=model_state), metrics
 
-    steps = state.inference_steps
+    inference = _inference(state)
+    steps = inference.steps
     if not nodes:  # nothing to infer: skip the steps, keep the shapes
         before, steps = jnp.zeros((0,)), 0
-    elif _to_equilibrium(state):
-        assert state.node_tx is not None  # create requires it for 'pc'
+    elif inference.to_equilibrium:
         result = equilibrium.infer_to_equilibrium(
-            state.apply_fn, state.params, nodes, inputs, clamp, node_tx=state.node_tx,
-            tolerance=state.tolerance, max_steps=steps, output_energy=state.output_energy,
-            model_state=state.model_state, rng=rngs,
+            state.apply_fn, state.params, nodes, inputs, clamp, inference=inference,
+            output_energy=state.output_energy, model_state=state.model_state, rng=rngs,
         )  # fmt: skip
         nodes, before, steps = result.nodes, result.initial_energy[None], result.steps
     else:
-        nodes, trajectory = inference.run_inference(
-            state.apply_fn, state.params, nodes, inputs, clamp, node_tx=_optax_node_tx(state),
-            inference_steps=steps, output_energy=state.output_energy,
-            model_state=state.model_state, rng=rngs, unroll=state.unroll,
+        nodes, trajectory = run_inference(
+            state.apply_fn, state.params, nodes, inputs, clamp, inference=inference,
+            output_energy=state.output_energy, model_state=state.model_state, rng=rngs,
             forward_initialized=initial.forward,
         )  # fmt: skip
         before = trajectory.total
@@ -399,7 +376,7 @@ def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
     return state.replace(model_state=model_state), metrics
 
 
-def _weight_gradient(state: PCTrainState, total, nodes) -> tuple[PyTree, inference.Energy]:
+def _weight_gradient(state: PCTrainState, total, nodes) -> tuple[PyTree, network_energy.Energy]:
     """``dF/dparams`` at ``nodes`` (over the whole batch under ``axis_name``), and the energy."""
     params = named_axes.own_share(state.params, state.axis_name)
     grads, result = jax.grad(total, has_aux=True)(params, nodes)
@@ -410,10 +387,12 @@ def _bp_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs, batch_s
     """Backprop on the same model: params-only forward pass, batch-summed loss."""
 
     def loss_fn(params):
-        output, collections = inference.apply_model(
+        output, collections = apply_model(
             state.apply_fn, params, inputs, model_state=state.model_state, rngs=rngs
         )
-        per_example = inference.output_energy_of(state.output_energy, targets, output, batch_size)
+        per_example = network_energy.output_energy_of(
+            state.output_energy, targets, output, batch_size
+        )
         return jnp.sum(per_example), collections
 
     params = named_axes.own_share(state.params, state.axis_name)
@@ -448,15 +427,13 @@ def _ipc_step(
         return (state, nodes, node_opt_state), result
 
     node_tx = _optax_node_tx(state)
+    inference = _inference(state)
     init = (state, nodes, node_tx.init(nodes))
     (state, nodes, _), trajectory = jax.lax.scan(
-        step,
-        init,
-        jnp.arange(state.inference_steps),
-        unroll=inference.resolve_unroll(state.unroll, state.inference_steps),
+        step, init, jnp.arange(inference.steps), unroll=inference.scan_unroll
     )
     _, final = total(state.params, nodes)
     metrics = step_metrics.step_metrics(
-        trajectory.total, final, loss, batch_size, state.inference_steps, state.axis_name
+        trajectory.total, final, loss, batch_size, inference.steps, state.axis_name
     )
     return state, metrics
