@@ -51,7 +51,7 @@ def main(argv):
     state = fpc.PCTrainState.create(
         apply_fn=lambda v, x, **kw: model.apply(v, x, train=True, **kw),
         params=variables["params"], model_state={"batch_stats": variables["batch_stats"]},
-        tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3,
+        tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 3),
     )  # fmt: skip
     state = parallel.replicate(state)
     step = jax.jit(lambda s, x, y: s.train_step(x, y))

@@ -77,13 +77,3 @@ def with_overrides(config, overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
-
-
-def create_state(**kwargs):
-    """``fpc.PCTrainState.create(**kwargs)``; for ``algorithm='bp'`` without ``node_tx`` and
-    ``inference_steps`` (backprop takes none), so one test can run every algorithm."""
-    import flax_pc as fpc
-
-    if kwargs.get("algorithm") == "bp":
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("node_tx", "inference_steps")}
-    return fpc.PCTrainState.create(**kwargs)

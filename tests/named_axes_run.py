@@ -12,7 +12,6 @@ the whole batch), ``pmap2`` and ``shard_map2`` (two devices, half the batch each
 """
 
 import json
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +50,10 @@ def _state(algorithm, axis_name):
     # SGD, not Adam: Adam's step does not see a gradient counted twice.
     model = Net(axis_name=axis_name)
     variables = Net().init(jax.random.key(1), _data()[0][:BATCH])
-    node_options: dict[str, Any] = (
-        {} if algorithm == "bp" else dict(node_tx=optax.sgd(0.1), inference_steps=3)
-    )
     return fpc.PCTrainState.create(
         apply_fn=model.apply, params=variables["params"], tx=optax.sgd(0.1),
-        model_state={"batch_stats": variables["batch_stats"]}, algorithm=algorithm,
-        axis_name=axis_name, **node_options,
+        inference=fpc.Inference(optax.sgd(0.1), 3), algorithm=algorithm,
+        model_state={"batch_stats": variables["batch_stats"]}, axis_name=axis_name,
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import pytest
 import real_models
 from flax import linen as nn
 from flax import traverse_util
-from helpers import assert_trees_close, create_state, train_losses
+from helpers import assert_trees_close, train_losses
 from pc_models import MLP
 
 import flax_pc as fpc
@@ -22,8 +22,8 @@ Y = np.eye(3, dtype=np.float32)[np.arange(6) % 3]
 
 
 def _state(apply_fn, params, **kwargs):
-    defaults = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
-    return create_state(apply_fn=apply_fn, params=params, **{**defaults, **kwargs})
+    defaults = dict(tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 3))
+    return fpc.PCTrainState.create(apply_fn=apply_fn, params=params, **{**defaults, **kwargs})
 
 
 @pytest.mark.parametrize("algorithm", ["pc", "ipc", "bp"])
@@ -57,7 +57,7 @@ def test_a_cnn_trains():
     nodes = fpc.init_nodes(auto, params, x)
     shapes = {k: v["input"]["value"].shape for k, v in nodes.items()}
     assert shapes == {"Conv_1": (16, 4, 4, 8), "Dense_0": (16, 64), "Dense_1": (16, 32)}
-    state = _state(auto, params, node_tx=optax.sgd(0.05), inference_steps=8)
+    state = _state(auto, params, inference=fpc.Inference(optax.sgd(0.05), 8))
     losses, metrics = train_losses(state, x, y, steps=30)
     assert losses[-1] < 0.3 * losses[0]
     assert sum(float(e) for e in metrics["node_energies"].values()) > 0
@@ -212,8 +212,9 @@ def test_transformer_equals_its_hand_written_twin():
     np.testing.assert_allclose(a.per_example, b.per_example, rtol=1e-5)
     assert float(jnp.sum(a.per_example - a.output)) > 1.0  # the hidden nodes' energies
     step = jax.jit(lambda s: s.train_step(TOKENS, LABELS))
-    a_state, a_metrics = step(_state(auto, params, inference_steps=4))
-    b_state, b_metrics = step(_state(twin_model.apply, params, inference_steps=4))
+    inference = fpc.Inference(optax.sgd(0.1), 4)
+    a_state, a_metrics = step(_state(auto, params, inference=inference))
+    b_state, b_metrics = step(_state(twin_model.apply, params, inference=inference))
     np.testing.assert_allclose(a_metrics["energy"], b_metrics["energy"], rtol=1e-5)
     assert_trees_close(a_state.params, b_state.params, rtol=1e-4, atol=1e-6)
 
@@ -276,7 +277,12 @@ def test_vae_with_a_tuple_output():
         "decoder/fc1/input": (8, 4),  # the latent z
         "decoder/fc2/input": (8, 16),
     }
-    state = _state(auto, params, output_energy=real_models.vae_energy, node_tx=optax.sgd(0.05))
+    state = _state(
+        auto,
+        params,
+        output_energy=real_models.vae_energy,
+        inference=fpc.Inference(optax.sgd(0.05), 3),
+    )
     step = jax.jit(lambda s, key: s.train_step(x, x, rng={"noise": key}))
     losses = []
     for i in range(60):

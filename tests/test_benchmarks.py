@@ -18,7 +18,7 @@ def _setup(model, x, inference_steps, node_lr):
     def create(key):
         return fpc.PCTrainState.create(
             apply_fn=model.apply, params=model.init(key, x)["params"], tx=optax.adam(1e-3),
-            node_tx=optax.sgd(node_lr), inference_steps=inference_steps,
+            inference=fpc.Inference(optax.sgd(node_lr), inference_steps),
         )  # fmt: skip
 
     # One jit (op by op, every new shape is a compile) and 'rbg' keys (XLA:CPU is slow
@@ -95,7 +95,7 @@ def test_unrolled_and_rolled_inference_give_the_same_weights():
     for unroll in (True, False):
         state = fpc.PCTrainState.create(
             apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
-            node_tx=optax.sgd(0.1), inference_steps=4, unroll=unroll,
+            inference=fpc.Inference(optax.sgd(0.1), 4, unroll=unroll),
         )  # fmt: skip
         step = jax.jit(lambda s, x, y: s.train_step(x, y))
         for _ in range(STEPS):

@@ -8,6 +8,7 @@ it changes, each change with a comment saying why.
 
 import ast
 import importlib.util
+import operator
 import pathlib
 import re
 
@@ -278,7 +279,7 @@ def test_sizes_an_unused_model_part_may_be_empty_but_not_bad():
 # flax_pc's own arguments, under its names: its errors, one line each, before the workdir.
 LIBRARY_FIELDS = [
     ("algorithm", "ep", "algorithm must be one of"),
-    ("inference_steps", -1, "inference_steps must be >= 0"),
+    ("inference_steps", -1, "Inference: steps must be >= 0"),
     ("value_init", "ones", "value_init must be one of"),
     ("latent", "errors", "latent must be 'value'"),
     ("nudging", 0.0, "nudging=0 gives no learning signal"),
@@ -302,7 +303,6 @@ def test_the_library_checks_its_own_fields(field, value, message, mnist_config, 
     "name, field, value, message",
     [
         ("backprop", "nudging", 0.5, "algorithm='bp' .* takes no nudging"),
-        ("backprop", "tolerance", 1e-3, "algorithm='bp' .* takes no tolerance"),
         ("ipc", "tolerance", 1e-3, "algorithm='ipc' .* has no inference to equilibrium"),
     ],
 )
@@ -314,21 +314,23 @@ def test_pc_only_fields(name, field, value, message):
         train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
 
 
-def test_backprop_is_created_without_node_arguments():
-    state = train.create_train_state(load_config("backprop"), jax.random.key(0), steps_per_epoch=1)
-    assert (state.algorithm, state.node_tx, state.inference_steps) == ("bp", None, 0)
+def test_backprop_is_created_with_the_inference_it_ignores():
+    config = load_config("backprop")
+    state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
+    assert state.algorithm == "bp" and isinstance(state.inference, fpc.Inference)
+    assert state.inference.steps == config.inference_steps
 
 
 @pytest.mark.parametrize(
     "field, value, attribute",
-    [("nudging", 0.5, "nudging"), ("tolerance", 1e-3, "tolerance")],
+    [("nudging", 0.5, "nudging"), ("tolerance", 1e-3, "inference.tolerance")],
 )
 def test_pc_fields_reach_the_train_state(field, value, attribute):
     config = load_config("test")
     config[field] = value
     train.validate_config(config)
     state = train.create_train_state(config, jax.random.key(0), steps_per_epoch=1)
-    assert getattr(state, attribute) == value
+    assert operator.attrgetter(attribute)(state) == value
 
 
 def test_bpc_is_the_reference_mlp_with_backward_weights_and_stronger_inference():

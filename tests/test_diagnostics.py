@@ -102,7 +102,7 @@ def test_the_ratio_shows_that_pc_errors_reach_the_first_layer_late():
     for steps in (1, 4, 5):
         nodes = fpc.init_nodes(model.apply, params, x)
         nodes, _ = fpc.infer(
-            model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=steps
+            model.apply, params, nodes, x, y, inference=fpc.Inference(optax.sgd(0.1), steps)
         )
         ratios.append(
             float(fpc.diagnostics.energy_ratio(fpc.energy(model.apply, params, nodes, x, y).nodes))

@@ -27,7 +27,7 @@ def run_first_cell_after(path, heading):
 def test_nnx_quickstart_runs_as_written():
     namespace = run_first_cell_after(NNX_TUTORIAL, "## In short")
     energy = np.asarray(namespace["metrics"]["energy"])
-    assert energy.shape == (5,)  # inference_steps + 1
+    assert energy.shape == (5,)  # 4 inference steps + 1
     assert np.all(np.diff(energy) < 0)  # inference lowers the energy
     assert sorted(namespace["metrics"]["node_energies"]) == ["nodes/0", "nodes/1", "nodes/2"]
     assert namespace["logits"].shape == (256, 10)

@@ -11,7 +11,7 @@ from flax import linen as nn
 from helpers import assert_trees_close, train_losses
 
 import flax_pc as fpc
-from flax_pc._src import inference
+from flax_pc._src import inference, initialization
 
 DEPTH = 4
 
@@ -44,7 +44,7 @@ def test_error_nodes_store_the_error_and_start_at_zero():
     x = jax.random.normal(jax.random.key(0), (3, 4))
     model = Chain(latent="error")
     params = model.init(jax.random.key(1), x)["params"]
-    initial = inference.initialize(model.apply, params, x)
+    initial = initialization.initialize(model.apply, params, x)
     assert initial.forward
     assert set(initial.nodes["PCNode_0"]) == {"error"}
     for node in initial.nodes.values():
@@ -67,8 +67,8 @@ def test_one_step_reaches_every_layer_with_epc_but_one_layer_with_pc():
         params = model.init(jax.random.key(1), x)["params"]
         nodes = fpc.init_nodes(model.apply, params, x)
         nodes, _ = inference.run_inference(
-            model.apply, params, nodes, x, y, node_tx=optax.sgd(0.1), inference_steps=1,
-            output_energy=fpc.energies.squared_error, model_state=None, rng=None, unroll=None,
+            model.apply, params, nodes, x, y, inference=fpc.Inference(optax.sgd(0.1), 1),
+            output_energy=fpc.energies.squared_error, model_state=None, rng=None,
             forward_initialized=True,
         )  # fmt: skip
         sown = fpc.energy(model.apply, params, nodes, x, y).nodes
@@ -89,8 +89,8 @@ def test_pc_and_epc_reach_the_same_equilibrium_and_weight_gradient():
             nodes = fpc.init_nodes(model.apply, params, x)
             nodes, trajectory = jax.jit(
                 lambda n, model=model, params=params: fpc.infer(
-                    model.apply, params, n, x, y, node_tx=optax.sgd(0.2), inference_steps=4000,
-                    unroll=1,
+                    model.apply, params, n, x, y,
+                    inference=fpc.Inference(optax.sgd(0.2), 4000, unroll=1),
                 )
             )(nodes)  # fmt: skip
             values[latent] = _values(model, params, nodes, x)
@@ -110,8 +110,8 @@ def test_epc_trains_with_train_state(algorithm):
     model = Chain(latent="error", activation="tanh")
     params = model.init(jax.random.key(1), x)["params"]
     state = fpc.PCTrainState.create(
-        apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=optax.sgd(0.1),
-        inference_steps=4, algorithm=algorithm,
+        apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
+        inference=fpc.Inference(optax.sgd(0.1), 4), algorithm=algorithm,
     )  # fmt: skip
     losses, _ = train_losses(state, x, y, steps=40)
     assert losses[-1] < 0.7 * losses[0]

@@ -1,5 +1,7 @@
 """Inference to equilibrium: the while-loop stop and the ODE solver."""
 
+from typing import Literal
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -7,10 +9,10 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close, create_state
+from helpers import assert_trees_close
 
 import flax_pc as fpc
-from flax_pc._src import equilibrium
+from flax_pc._src import equilibrium, gradient_flow
 
 
 class Net(nn.Module):
@@ -41,15 +43,15 @@ def test_while_loop_and_ode_reach_the_equilibrium_of_many_small_sgd_steps():
         model, params, start, x, y = _problem(jnp.float64)
         reference, _ = jax.jit(
             lambda n: fpc.infer(
-                model.apply, params, n, x, y, node_tx=optax.sgd(0.02), inference_steps=20000,
-                unroll=1,
+                model.apply, params, n, x, y,
+                inference=fpc.Inference(optax.sgd(0.02), 20000, unroll=1),
             )
         )(start)  # fmt: skip
         assert float(equilibrium.rms(_node_gradient(model, params, reference, x, y))) < 1e-10
         stopped = jax.jit(
             lambda n: fpc.infer_to_equilibrium(
-                model.apply, params, n, x, y, node_tx=optax.sgd(0.3), tolerance=1e-10,
-                max_steps=5000,
+                model.apply, params, n, x, y,
+                inference=fpc.Inference(optax.sgd(0.3), 5000, tolerance=1e-10),
             )
         )(start)  # fmt: skip
         flow = fpc.GradientFlow(
@@ -57,9 +59,9 @@ def test_while_loop_and_ode_reach_the_equilibrium_of_many_small_sgd_steps():
         )
         solved = jax.jit(
             lambda n: fpc.infer_to_equilibrium(
-                model.apply, params, n, x, y, node_tx=flow, tolerance=1e-7, max_steps=5000
+                model.apply, params, n, x, y, inference=fpc.Inference(flow, 5000, tolerance=1e-7)
             )
-        )(start)  # fmt: skip
+        )(start)
         for result, atol in ((stopped, 1e-9), (solved, 1e-6)):
             assert bool(result.converged)
             assert 0 < int(result.steps) < 5000
@@ -71,16 +73,16 @@ def test_the_while_loop_stops_at_the_first_step_within_the_tolerance():
     model, params, start, x, y = _problem()
     tolerance = 1e-3
     result = fpc.infer_to_equilibrium(
-        model.apply, params, start, x, y, node_tx=optax.sgd(0.2), tolerance=tolerance,
-        max_steps=1000,
+        model.apply, params, start, x, y,
+        inference=fpc.Inference(optax.sgd(0.2), 1000, tolerance=tolerance),
     )  # fmt: skip
     steps = int(result.steps)
     assert steps > 1
     norms = []
     for count in (steps - 1, steps):
         nodes, _ = fpc.infer(
-            model.apply, params, start, x, y, node_tx=optax.sgd(0.2), inference_steps=count,
-            unroll=1,
+            model.apply, params, start, x, y,
+            inference=fpc.Inference(optax.sgd(0.2), count, unroll=1),
         )  # fmt: skip
         norms.append(float(equilibrium.rms(_node_gradient(model, params, nodes, x, y))))
     assert norms[0] > tolerance >= norms[1]
@@ -94,7 +96,7 @@ def test_not_converged_within_max_steps_is_reported():
     model, params, start, x, y = _problem()
     for node_tx in (optax.sgd(0.01), fpc.GradientFlow(t1=100.0)):
         result = fpc.infer_to_equilibrium(
-            model.apply, params, start, x, y, node_tx=node_tx, tolerance=1e-9, max_steps=3
+            model.apply, params, start, x, y, inference=fpc.Inference(node_tx, 3, tolerance=1e-9)
         )
         assert int(result.steps) == 3 and not bool(result.converged)
 
@@ -103,8 +105,8 @@ def test_train_state_to_equilibrium():
     model, params, _, x, y = _problem()
     for node_tx in (optax.sgd(0.2), fpc.GradientFlow(t1=10.0)):
         state = fpc.PCTrainState.create(
-            apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=node_tx,
-            inference_steps=200, tolerance=1e-3,
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
+            inference=fpc.Inference(node_tx, 200, tolerance=1e-3),
         )  # fmt: skip
         step = jax.jit(lambda s: s.train_step(x, y))
         state, metrics = step(state)
@@ -120,10 +122,11 @@ def test_train_state_to_equilibrium():
 
 def test_fixed_steps_report_t_and_backprop_zero():
     model, params, _, x, y = _problem()
-    for algorithm, expected in (("pc", 7), ("ipc", 7), ("bp", 0)):
-        state = create_state(
-            apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=optax.sgd(0.1),
-            inference_steps=7, algorithm=algorithm,
+    runs: tuple[tuple[Literal["pc", "ipc", "bp"], int], ...] = (("pc", 7), ("ipc", 7), ("bp", 0))
+    for algorithm, expected in runs:
+        state = fpc.PCTrainState.create(
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
+            inference=fpc.Inference(optax.sgd(0.1), 7), algorithm=algorithm,
         )  # fmt: skip
         _, metrics = state.train_step(x, y)
         assert int(metrics["inference_steps"]) == expected
@@ -135,30 +138,30 @@ def test_bad_tolerance(tolerance):
     model, params, start, x, y = _problem()
     with pytest.raises(ValueError, match="tolerance must be a number > 0"):
         fpc.infer_to_equilibrium(
-            model.apply, params, start, x, y, node_tx=optax.sgd(0.1), tolerance=tolerance,
-            max_steps=10,
+            model.apply, params, start, x, y,
+            inference=fpc.Inference(optax.sgd(0.1), 10, tolerance=tolerance),
         )  # fmt: skip
     with pytest.raises(ValueError, match="tolerance must be a number > 0"):
         fpc.PCTrainState.create(
-            apply_fn=model.apply, params=params, tx=optax.adam(1e-3), node_tx=optax.sgd(0.1),
-            inference_steps=10, tolerance=tolerance,
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
+            inference=fpc.Inference(optax.sgd(0.1), 10, tolerance=tolerance),
         )  # fmt: skip
 
 
 def test_bad_equilibrium_settings():
     model, params, start, x, y = _problem()
-    with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
+    with pytest.raises(ValueError, match="use steps >= 1"):
         fpc.infer_to_equilibrium(
-            model.apply, params, start, x, y, node_tx=optax.sgd(0.1), tolerance=1e-3,
-            max_steps=0,
+            model.apply, params, start, x, y,
+            inference=fpc.Inference(optax.sgd(0.1), 0, tolerance=1e-3),
         )  # fmt: skip
     create = dict(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
     with pytest.raises(ValueError, match="'ipc' takes a weight step at every inference step"):
         fpc.PCTrainState.create(
-            **create, node_tx=optax.sgd(0.1), inference_steps=5, tolerance=1e-3, algorithm="ipc"
+            **create, inference=fpc.Inference(optax.sgd(0.1), 5, tolerance=1e-3), algorithm="ipc"
         )
-    with pytest.raises(ValueError, match="inference_steps >= 1"):
-        fpc.PCTrainState.create(**create, node_tx=fpc.GradientFlow(), inference_steps=0)
+    with pytest.raises(ValueError, match="use steps >= 1"):
+        fpc.PCTrainState.create(**create, inference=fpc.Inference(fpc.GradientFlow(), 0))
     with pytest.raises(ValueError, match="t1 must be a number > 0"):
         fpc.GradientFlow(t1=0)
     with pytest.raises(TypeError, match="solver must be a diffrax solver"):
@@ -168,14 +171,14 @@ def test_bad_equilibrium_settings():
 
 
 def test_gradient_flow_without_diffrax_says_how_to_install_it(monkeypatch):
-    real_import = equilibrium.importlib.import_module
+    real_import = gradient_flow.importlib.import_module
 
     def without_diffrax(name, *args):
         if name == "diffrax":
             raise ModuleNotFoundError("No module named 'diffrax'")
         return real_import(name, *args)
 
-    monkeypatch.setattr(equilibrium.importlib, "import_module", without_diffrax)
+    monkeypatch.setattr(gradient_flow.importlib, "import_module", without_diffrax)
     with pytest.raises(ImportError, match=r"pip install 'flax_pc\[ode\]'"):
         fpc.GradientFlow()
 
@@ -197,7 +200,7 @@ def test_batchnorm_dropout_model_to_equilibrium():
     apply = lambda v, x, **kw: model.apply(v, x, train=True, **kw)  # noqa: E731
     state = fpc.PCTrainState.create(
         apply_fn=apply, params=variables["params"], tx=optax.adam(1e-2),
-        node_tx=optax.sgd(0.2), inference_steps=300, tolerance=1e-4,
+        inference=fpc.Inference(optax.sgd(0.2), 300, tolerance=1e-4),
         model_state={"batch_stats": variables["batch_stats"]},
     )  # fmt: skip
     step = jax.jit(lambda s, key: s.train_step(x, y, rng=key))

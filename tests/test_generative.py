@@ -27,7 +27,7 @@ def _reconstruct(model, params, images, mask, steps=200):
     energy = fpc.energies.masked(fpc.energies.squared_error, mask)
     nodes, _ = fpc.infer(
         model.apply, params, nodes, prior_mean, images,
-        node_tx=optax.sgd(0.1), inference_steps=steps, output_energy=energy,
+        inference=fpc.Inference(optax.sgd(0.1), steps), output_energy=energy,
     )  # fmt: skip
     return model.apply({"params": params, fpc.NODES: nodes}, prior_mean)
 
@@ -48,7 +48,7 @@ def test_decoder_learns_and_fills_in_the_missing_half():
     params = model.init(jax.random.key(0), jnp.zeros((1, LATENT)))["params"]
     state = fpc.PCTrainState.create(
         apply_fn=model.apply, params=params, tx=optax.adam(3e-3),
-        node_tx=optax.sgd(0.1), inference_steps=20,
+        inference=fpc.Inference(optax.sgd(0.1), 20),
     )  # fmt: skip
     reconstruct = jax.jit(_reconstruct, static_argnums=0)
     epoch = jax.jit(fpc.train_epoch, static_argnames="batch_size")

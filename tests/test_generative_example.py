@@ -258,7 +258,7 @@ BAD_INPUTS = {
         "lacks train-images-idx3-ubyte.gz",
     ),
     "a library error": (
-        {"inference_steps": -1}, ConfigError, "inference_steps must be >= 0"
+        {"inference_steps": -1}, ConfigError, "Inference: steps must be >= 0"
     ),
     "incompatible workdir": (
         {"latent_size": 4},

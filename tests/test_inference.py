@@ -10,7 +10,6 @@ from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
-from flax_pc._src import inference
 
 # NumPy constants: no JAX computation (and compilation) when the tests are collected.
 X = np.random.default_rng(0).standard_normal((6, 4), np.float32)
@@ -23,14 +22,13 @@ def _setup(**kwargs):
     return model, params
 
 
-def _sgd_state(model, params, *, learning_rate, node_learning_rate, inference_steps):
+def _sgd_state(model, params, *, learning_rate, node_learning_rate, steps):
     """A train state with plain SGD on the weights and on the nodes."""
     return fpc.PCTrainState.create(
         apply_fn=model.apply,
         params=params,
         tx=optax.sgd(learning_rate),
-        node_tx=optax.sgd(node_learning_rate),
-        inference_steps=inference_steps,
+        inference=fpc.Inference(optax.sgd(node_learning_rate), steps),
     )
 
 
@@ -71,7 +69,7 @@ def test_one_sgd_step_is_the_hand_derived_update():
     nodes = _perturbed(fpc.init_nodes(model.apply, params, X))
     lr = 0.1
     new_nodes, trajectory = fpc.infer(
-        model.apply, params, nodes, X, Y, node_tx=optax.sgd(lr), inference_steps=1
+        model.apply, params, nodes, X, Y, inference=fpc.Inference(optax.sgd(lr), 1)
     )
     expected = ref.node_step(ref.from_flax(params), X, _values(nodes), Y, lr)
     assert_trees_close(_values(new_nodes), expected, rtol=1e-5, atol=1e-6)
@@ -80,9 +78,7 @@ def test_one_sgd_step_is_the_hand_derived_update():
 
 def test_energy_never_increases_with_a_small_node_learning_rate():
     model, params = _setup(features=(16, 16, 16))
-    state = _sgd_state(
-        model, params, learning_rate=0.0, node_learning_rate=0.01, inference_steps=50
-    )
+    state = _sgd_state(model, params, learning_rate=0.0, node_learning_rate=0.01, steps=50)
     _, metrics = jax.jit(lambda s: s.train_step(X, 3 * Y))(state)
     energy = np.asarray(metrics["energy"])
     assert energy.shape == (51,)
@@ -96,7 +92,7 @@ def test_linear_network_converges_to_the_closed_form_equilibrium():
     model, params = _setup(features=(5,), activation="linear")
     nodes = fpc.init_nodes(model.apply, params, X)
     new_nodes, _ = fpc.infer(
-        model.apply, params, nodes, X, Y, node_tx=optax.sgd(0.2), inference_steps=300
+        model.apply, params, nodes, X, Y, inference=fpc.Inference(optax.sgd(0.2), 300)
     )
     k1, b1 = (np.asarray(params["Dense_0"][name]) for name in ("kernel", "bias"))
     k2, b2 = (np.asarray(params["Dense_1"][name]) for name in ("kernel", "bias"))
@@ -109,10 +105,11 @@ def test_linear_network_converges_to_the_closed_form_equilibrium():
 def test_the_default_unroll_rule():
     # unroll=None: every step unrolled up to T = 32, a rolled loop beyond (compile
     # time bounded whatever T; figures in benchmarks/README.md).
-    assert [inference.resolve_unroll(None, t) for t in (0, 1, 4, 32)] == [True] * 4
-    assert [inference.resolve_unroll(None, t) for t in (33, 512, 4000)] == [1] * 3
-    assert inference.resolve_unroll(False, 4) is False
-    assert inference.resolve_unroll(8, 4000) == 8
+    tx = optax.sgd(0.1)
+    assert [fpc.Inference(tx, t).scan_unroll for t in (0, 1, 4, 32)] == [True] * 4
+    assert [fpc.Inference(tx, t).scan_unroll for t in (33, 512, 4000)] == [1] * 3
+    assert fpc.Inference(tx, 4, unroll=False).scan_unroll is False
+    assert fpc.Inference(tx, 4000, unroll=8).scan_unroll == 8
 
 
 def test_four_thousand_inference_steps_reach_the_closed_form_equilibrium():
@@ -121,7 +118,7 @@ def test_four_thousand_inference_steps_reach_the_closed_form_equilibrium():
     nodes = fpc.init_nodes(model.apply, params, X)
     new_nodes, energies = jax.jit(
         lambda n: fpc.infer(
-            model.apply, params, n, X, Y, node_tx=optax.sgd(0.01), inference_steps=4000
+            model.apply, params, n, X, Y, inference=fpc.Inference(optax.sgd(0.01), 4000)
         )
     )(nodes)
     assert energies.total.shape == (4000,)
@@ -146,10 +143,8 @@ def test_unrolled_and_rolled_loops_agree(steps):
             nodes,
             X,
             Y,
-            node_tx=optax.sgd(0.1),
-            inference_steps=steps,
-            unroll=unroll,
-        )  # fmt: skip
+            inference=fpc.Inference(optax.sgd(0.1), steps, unroll=unroll),
+        )
         for unroll in (None, True, False)
     }
     for unroll in (True, False):
@@ -158,7 +153,7 @@ def test_unrolled_and_rolled_loops_agree(steps):
 
 def test_zero_inference_steps_gives_backprop_on_the_last_layer_only():
     model, params = _setup()
-    state = _sgd_state(model, params, learning_rate=1.0, node_learning_rate=0.1, inference_steps=0)
+    state = _sgd_state(model, params, learning_rate=1.0, node_learning_rate=0.1, steps=0)
     new_state, metrics = state.train_step(X, Y)
     grads = ref.from_flax(jax.tree.map(lambda a, b: a - b, params, new_state.params))  # lr = 1
     backprop = ref.backprop_gradients(ref.from_flax(params), X, Y)
@@ -183,8 +178,7 @@ def test_weak_output_precision_approaches_backprop():
         nodes,
         X,
         y,
-        node_tx=optax.sgd(0.2),
-        inference_steps=400,
+        inference=fpc.Inference(optax.sgd(0.2), 400),
         output_energy=weak,
     )
     grads = jax.grad(lambda p: fpc.energy(model.apply, p, nodes, X, y, output_energy=weak).total)(
@@ -206,10 +200,10 @@ def test_node_gradients_do_not_depend_on_batch_size():
     nodes = _perturbed(fpc.init_nodes(model.apply, params, X))
     half = jax.tree_util.tree_map(lambda v: v[:3], nodes)
     full_nodes, _ = fpc.infer(
-        model.apply, params, nodes, X, Y, node_tx=optax.sgd(0.1), inference_steps=5
+        model.apply, params, nodes, X, Y, inference=fpc.Inference(optax.sgd(0.1), 5)
     )
     half_nodes, _ = fpc.infer(
-        model.apply, params, half, X[:3], Y[:3], node_tx=optax.sgd(0.1), inference_steps=5
+        model.apply, params, half, X[:3], Y[:3], inference=fpc.Inference(optax.sgd(0.1), 5)
     )
     first_half = [v[:3] for v in _values(full_nodes)]
     assert_trees_close(first_half, _values(half_nodes), rtol=1e-6, atol=1e-7)
@@ -228,8 +222,8 @@ def test_targets_of_the_wrong_shape():
 def test_bad_inference_steps(steps, error):
     model, params = _setup()
     nodes = fpc.init_nodes(model.apply, params, X)
-    with pytest.raises(error, match="inference_steps"):
-        fpc.infer(model.apply, params, nodes, X, Y, node_tx=optax.sgd(0.1), inference_steps=steps)
+    with pytest.raises(error, match="steps must be"):
+        fpc.infer(model.apply, params, nodes, X, Y, inference=fpc.Inference(optax.sgd(0.1), steps))
 
 
 def test_non_optax_node_tx():
@@ -238,6 +232,5 @@ def test_non_optax_node_tx():
     with pytest.raises(TypeError, match="optax.GradientTransformation"):
         fpc.infer(
             model.apply, params, nodes, X, Y,
-            node_tx=0.1,  # pyright: ignore[reportArgumentType]
-            inference_steps=2,
+            inference=fpc.Inference(0.1, 2),  # pyright: ignore[reportArgumentType]
         )  # fmt: skip

@@ -18,7 +18,7 @@ from flax import linen as nn
 from helpers import assert_trees_close
 
 import flax_pc as fpc
-from flax_pc._src import inference
+from flax_pc._src import rngs
 
 # kernel [latent 3, observed 4]: flax's Dense computes z @ kernel, so W2 = kernel.T.
 KERNEL = np.array([[1.0, 0.5, 0.0, -0.3], [0.2, -0.8, 0.6, 0.1], [0.0, 0.3, -0.4, 0.9]], np.float32)
@@ -46,8 +46,8 @@ def _samples(num_chains, *, learning_rate, steps, temperature=1.0, seed=0):
     nodes = fpc.init_nodes(model.apply, PARAMS, x)  # z = 0, the prior mean
     run = jax.jit(
         lambda nodes, key: fpc.infer(
-            model.apply, PARAMS, nodes, x, y, node_tx=fpc.langevin(learning_rate, temperature),
-            inference_steps=steps, rng=key, unroll=8,
+            model.apply, PARAMS, nodes, x, y, rng=key,
+            inference=fpc.Inference(fpc.langevin(learning_rate, temperature), steps, unroll=8),
         )[0]
     )  # fmt: skip
     return np.asarray(run(nodes, jax.random.key(seed))["z"]["value"], np.float64)
@@ -111,12 +111,12 @@ def _free_walk(steps, key, *, learning_rate=0.5, batch=4000, infer=fpc.infer):
     tx = fpc.langevin(learning_rate)
     if infer is fpc.infer:
         end, _ = fpc.infer(
-            model.apply, params, start, x, x, node_tx=tx, inference_steps=steps,
+            model.apply, params, start, x, x, inference=fpc.Inference(tx, steps),
             output_energy=zero, rng=key,
         )  # fmt: skip
     else:
         end = infer(
-            model.apply, params, start, x, x, node_tx=tx, tolerance=None, max_steps=steps,
+            model.apply, params, start, x, x, inference=fpc.Inference(tx, steps),
             output_energy=zero, rng=key,
         ).nodes  # fmt: skip
     value = lambda nodes: np.asarray(nodes["layers_0"]["value"], np.float64)  # noqa: E731
@@ -160,7 +160,7 @@ def test_temperature_zero_is_exactly_sgd_and_needs_no_rng():
     model, params, x, y = _mlp()
     nodes = fpc.init_nodes(model.apply, params, x)
     run = lambda tx, rng: fpc.infer(  # noqa: E731
-        model.apply, params, nodes, x, y, node_tx=tx, inference_steps=4, rng=rng
+        model.apply, params, nodes, x, y, inference=fpc.Inference(tx, 4), rng=rng
     )
     sgd = run(optax.sgd(0.1), None)
     assert_trees_close(run(fpc.langevin(0.1, temperature=0.0), None), sgd, rtol=0)
@@ -171,8 +171,7 @@ def test_temperature_zero_is_exactly_sgd_and_needs_no_rng():
             apply_fn=model.apply,
             params=params,
             tx=optax.sgd(0.01),
-            node_tx=tx,
-            inference_steps=4,
+            inference=fpc.Inference(tx, 4),
         )  # fmt: skip
         for tx in (optax.sgd(0.1), fpc.langevin(0.1, temperature=0.0))
     ]
@@ -189,9 +188,10 @@ def test_works_in_an_optax_chain_and_with_a_temperature_schedule():
     key = jax.random.key(3)
 
     def run(tx):
-        return fpc.infer(model.apply, params, nodes, x, y, node_tx=tx, inference_steps=5, rng=key)[
-            0
-        ]
+        end, _ = fpc.infer(
+            model.apply, params, nodes, x, y, inference=fpc.Inference(tx, 5), rng=key
+        )
+        return end
 
     plain = run(fpc.langevin(0.05))
     assert_trees_close(run(optax.chain(optax.identity(), fpc.langevin(0.05))), plain, rtol=0)
@@ -208,8 +208,8 @@ def test_mcpc_trains_with_pc_train_state_ipc_and_train_epoch():
 
     def state(algorithm: Literal["pc", "ipc"] = "pc"):
         return fpc.PCTrainState.create(
-            apply_fn=model.apply, params=params, tx=optax.sgd(0.01), node_tx=fpc.langevin(0.05),
-            inference_steps=3, algorithm=algorithm,
+            apply_fn=model.apply, params=params, tx=optax.sgd(0.01),
+            inference=fpc.Inference(fpc.langevin(0.05), 3), algorithm=algorithm,
         )  # fmt: skip
 
     step = jax.jit(lambda s, key: s.train_step(x, y, rng=key))
@@ -233,15 +233,15 @@ def test_without_an_rng_is_a_clear_error():
     model, params, x, y = _mlp()
     nodes = fpc.init_nodes(model.apply, params, x)
     with pytest.raises(ValueError, match="fpc.langevin draws its noise from the RNG stream"):
-        fpc.infer(model.apply, params, nodes, x, y, node_tx=fpc.langevin(0.1), inference_steps=2)
+        fpc.infer(model.apply, params, nodes, x, y, inference=fpc.Inference(fpc.langevin(0.1), 2))
     with pytest.raises(ValueError, match="'pc_noise'"):
         fpc.infer(
-            model.apply, params, nodes, x, y, node_tx=fpc.langevin(0.1), inference_steps=2,
+            model.apply, params, nodes, x, y, inference=fpc.Inference(fpc.langevin(0.1), 2),
             rng={"dropout": jax.random.key(0)},
         )  # fmt: skip
     state = fpc.PCTrainState.create(
-        apply_fn=model.apply, params=params, tx=optax.sgd(0.01), node_tx=fpc.langevin(0.1),
-        inference_steps=2,
+        apply_fn=model.apply, params=params, tx=optax.sgd(0.01),
+        inference=fpc.Inference(fpc.langevin(0.1), 2),
     )  # fmt: skip
     with pytest.raises(ValueError, match="pass rng=key"):
         state.train_step(x, y)
@@ -264,12 +264,12 @@ def test_bad_arguments(kwargs, error, match):
 
 
 def test_step_keys_differ_from_the_node_initialisation_keys():
-    # The noise's base key is not the NODE_RNG key itself (which linen derives init keys from).
-    rngs = inference.as_rngs(jax.random.key(0))
+    # The noise's base key is not the NOISE key itself (which the node draws derive keys from).
+    streams = rngs.as_rngs(jax.random.key(0))
     from flax_pc._src import langevin
 
-    assert rngs is not None
-    base = langevin.noise_key(rngs)
+    assert streams is not None
+    base = langevin.noise_key(streams)
     assert base is not None
-    assert not np.array_equal(jax.random.key_data(base), jax.random.key_data(rngs[fpc.NODE_RNG]))
+    assert not np.array_equal(jax.random.key_data(base), jax.random.key_data(streams[fpc.NOISE]))
     assert langevin.noise_key({"dropout": jax.random.key(0)}) is None

@@ -10,10 +10,10 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from helpers import assert_trees_close, create_state, train_losses
+from helpers import assert_trees_close, train_losses
 
 import flax_pc as fpc
-from flax_pc._src import inference
+from flax_pc._src import initialization, rngs
 
 # NumPy constants: no JAX computation (and compilation) when the tests are collected.
 X = np.random.default_rng(0).standard_normal((8, 5), np.float32)
@@ -23,20 +23,20 @@ Y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
 def _create(
     model,
     x: np.ndarray | jax.Array = X,
-    inference_steps=3,
+    steps=3,
     node_lr=0.05,
     train=None,
     tx=None,
+    unroll=None,
     **kwargs,
 ):
     variables = model.init(jax.random.key(1), x)
     apply_fn = model.apply if train is None else functools.partial(model.apply, train=train)
-    return create_state(
+    return fpc.PCTrainState.create(
         apply_fn=apply_fn,
         params=variables["params"],
         tx=tx or optax.sgd(0.1),
-        node_tx=optax.sgd(node_lr),
-        inference_steps=inference_steps,
+        inference=fpc.Inference(optax.sgd(node_lr), steps, unroll=unroll),
         model_state={k: v for k, v in variables.items() if k != "params"},
         **kwargs,
     )
@@ -69,7 +69,7 @@ def test_batchnorm_running_averages_move_once_toward_the_feed_forward_batch():
 
 
 def test_batchnorm_inference_uses_batch_statistics_and_descends():
-    state = _create(BatchNormMLP(), inference_steps=20, node_lr=0.02, train=True)
+    state = _create(BatchNormMLP(), steps=20, node_lr=0.02, train=True)
     _, metrics = jax.jit(lambda s: s.train_step(X, Y))(state)
     energy = np.asarray(metrics["energy"])
     assert np.all(np.diff(energy) <= 1e-6), energy
@@ -113,7 +113,7 @@ def test_batchnorm_without_model_state_is_a_clear_error():
     params = model.init(jax.random.key(1), X)["params"]
     state = fpc.PCTrainState.create(
         apply_fn=functools.partial(model.apply, train=True), params=params,
-        tx=optax.sgd(0.1), node_tx=optax.sgd(0.1), inference_steps=2,
+        tx=optax.sgd(0.1), inference=fpc.Inference(optax.sgd(0.1), 2),
     )  # fmt: skip
     with pytest.raises(ValueError, match="'batch_stats'.*model_state="):
         state.train_step(X, Y)
@@ -130,7 +130,7 @@ def test_bad_model_state(model_state, error, match):
     with pytest.raises(error, match=match):
         fpc.PCTrainState.create(
             apply_fn=BatchNormMLP().apply, params={}, tx=optax.sgd(0.1),
-            node_tx=optax.sgd(0.1), inference_steps=1, model_state=model_state,
+            inference=fpc.Inference(optax.sgd(0.1), 1), model_state=model_state,
         )  # fmt: skip
 
 
@@ -178,13 +178,13 @@ class DropoutMLP(nn.Module):
         return nn.Dense(3)(h)
 
 
-def _dropout_step(key, inference_steps=3, node_lr=0.05):
-    state = _create(DropoutMLP(), inference_steps=inference_steps, node_lr=node_lr, train=True)
+def _dropout_step(key, steps=3, node_lr=0.05):
+    state = _create(DropoutMLP(), steps=steps, node_lr=node_lr, train=True)
     return jax.jit(lambda s, k: s.train_step(X, Y, rng=k))(state, key)
 
 
 def test_dropout_keeps_one_mask_so_inference_descends():
-    _, metrics = _dropout_step(jax.random.key(7), inference_steps=30, node_lr=0.02)
+    _, metrics = _dropout_step(jax.random.key(7), steps=30, node_lr=0.02)
     energy = np.asarray(metrics["energy"])
     assert np.all(np.diff(energy) <= 1e-6), energy
     assert energy[-1] < 0.9 * energy[0]
@@ -204,7 +204,7 @@ def test_dropout_same_key_same_result_other_key_other_result():
 def test_dropout_dict_of_streams():
     key = jax.random.key(7)
     by_key, _ = _dropout_step(key)
-    by_dict, _ = _dropout_step(inference.as_rngs(key))
+    by_dict, _ = _dropout_step(rngs.as_rngs(key))
     assert_trees_close(by_key.params, by_dict.params, rtol=0, atol=0)
     only_dropout, _ = _dropout_step({"dropout": jax.random.key(9)})
     assert np.all(np.isfinite(only_dropout.params["Dense_0"]["kernel"]))
@@ -216,7 +216,7 @@ def test_missing_dropout_key_names_the_stream(algorithm):
     with pytest.raises(ValueError, match="RNG stream 'dropout'.*rng=key"):
         state.train_step(X, Y)
     with pytest.raises(ValueError, match="RNG stream 'dropout'"):
-        state.train_step(X, Y, rng={fpc.NODE_RNG: jax.random.key(0)})
+        state.train_step(X, Y, rng={fpc.NOISE: jax.random.key(0)})
 
 
 def test_missing_custom_stream_asks_for_a_dict():
@@ -295,7 +295,7 @@ def _unstack(params):
 def _state(model, params, **kwargs):
     return fpc.PCTrainState.create(
         apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
-        node_tx=optax.sgd(0.1), inference_steps=4, **kwargs,
+        inference=fpc.Inference(optax.sgd(0.1), 4), **kwargs,
     )  # fmt: skip
 
 
@@ -319,13 +319,13 @@ def test_scan_stack_equals_unrolled_stack(algorithm):
 
 def test_scan_energy_and_forward_flag():
     params = Scanned().init(jax.random.key(1), X)["params"]
-    initial = inference.initialize(Scanned().apply, params, X)
+    initial = initialization.initialize(Scanned().apply, params, X)
     assert initial.forward
     assert initial.nodes["blocks"]["PCNode_0"]["value"].shape == (DEPTH, 8, WIDTH)
     # A node inside the scan that does not start at its prediction turns the
     # first-step shortcut off (it would be wrong there).
     zeros = Scanned(value_init="zeros")
-    assert not inference.initialize(zeros.apply, params, X).forward
+    assert not initialization.initialize(zeros.apply, params, X).forward
     nodes = fpc.init_nodes(zeros.apply, params, X)
     result = fpc.energy(zeros.apply, params, nodes, X, Y)
     assert result.nodes["blocks"]["PCNode_0"]["energy"][0].shape == (DEPTH, 8)
@@ -459,7 +459,7 @@ class TransformerBlock(nn.Module):
 
 def test_attention_layernorm_residual_block_trains():
     x = jax.random.normal(jax.random.key(0), (8, 4, 8))
-    state = _create(TransformerBlock(), x=x, inference_steps=8, node_lr=0.02, tx=optax.adam(3e-3))
+    state = _create(TransformerBlock(), x=x, steps=8, node_lr=0.02, tx=optax.adam(3e-3))
     losses, _ = train_losses(state, x, Y, steps=20)
     assert losses[-1] < 0.5 * losses[0]
 
@@ -489,7 +489,7 @@ def test_vmap_over_seeds_equals_one_seed_at_a_time():
         params = model.init(jax.random.key(seed), X)["params"]
         state = fpc.PCTrainState.create(
             apply_fn=functools.partial(model.apply, train=True), params=params,
-            tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3,
+            tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 3),
         )  # fmt: skip
         state, metrics = state.train_step(X, Y, rng=jax.random.key(seed))
         return state.params, metrics["energy"]
@@ -510,8 +510,8 @@ def test_vmap_over_seeds_equals_one_seed_at_a_time():
 def test_unroll_does_not_change_the_result(unroll):
     model = BatchNormMLP()
     step = jax.jit(lambda s: s.train_step(X, Y))
-    a, a_metrics = step(_create(model, train=True, inference_steps=5, unroll=unroll))
-    b, b_metrics = step(_create(model, train=True, inference_steps=5))
+    a, a_metrics = step(_create(model, train=True, steps=5, unroll=unroll))
+    b, b_metrics = step(_create(model, train=True, steps=5))
     np.testing.assert_allclose(a_metrics["energy"], b_metrics["energy"], rtol=1e-6)
     assert_trees_close(a.params, b.params, rtol=1e-5, atol=1e-7)
 

@@ -19,7 +19,7 @@ def _state():
     params = model.init(jax.random.key(1), X)["params"]
     return fpc.PCTrainState.create(
         apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
-        node_tx=optax.sgd(0.1), inference_steps=3,
+        inference=fpc.Inference(optax.sgd(0.1), 3),
     )  # fmt: skip
 
 

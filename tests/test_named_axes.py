@@ -65,13 +65,39 @@ def test_two_devices_equal_one_device_on_the_whole_batch(results, algorithm, run
     [
         (dict(axis_name=0), TypeError, "axis_name must be None or the name"),
         (dict(axis_name=""), TypeError, "axis_name must be None or the name"),
-        (dict(axis_name="batch", tolerance=1e-3), ValueError, "axis_name with inference to eq"),
+        (
+            dict(axis_name="batch", inference=fpc.Inference(optax.sgd(0.1), 3, tolerance=1e-3)),
+            ValueError,
+            "axis_name with inference to eq",
+        ),
     ],
 )
 def test_bad_axis_name(kwargs, error, match):
     params = MLP().init(jax.random.key(0), np.ones((2, 4), np.float32))["params"]
+    options = dict(inference=fpc.Inference(optax.sgd(0.1), 3)) | kwargs
     with pytest.raises(error, match=match):
-        fpc.PCTrainState.create(
-            apply_fn=MLP().apply, params=params, tx=optax.sgd(0.1), node_tx=optax.sgd(0.1),
-            inference_steps=3, **kwargs,
-        )  # fmt: skip
+        fpc.PCTrainState.create(apply_fn=MLP().apply, params=params, tx=optax.sgd(0.1), **options)
+
+
+@pytest.mark.parametrize(
+    "pmap_axis, state_axis, match",
+    [
+        (None, None, r"under jax.pmap without an axis_name .* replicas would drift apart"),
+        ("batch", None, r"named axis 'batch' .*PCTrainState.create\(\.\.\., axis_name='batch'\)"),
+        ("batch", "batch", None),
+    ],
+)
+def test_a_state_without_the_axis_of_its_trace_warns(pmap_axis, state_axis, match):
+    params = MLP().init(jax.random.key(0), np.ones((2, 4), np.float32))["params"]
+    state = fpc.PCTrainState.create(
+        apply_fn=MLP().apply, params=params, tx=optax.sgd(0.1),
+        inference=fpc.Inference(optax.sgd(0.1), 2), axis_name=state_axis,
+    )  # fmt: skip
+    replicated = jax.tree_util.tree_map(lambda leaf: leaf[None], state)
+    x, y = np.ones((1, 2, 4), np.float32), np.zeros((1, 2, 3), np.float32)
+    step = jax.pmap(lambda s, x, y: s.train_step(x, y), axis_name=pmap_axis)
+    if match is None:
+        step(replicated, x, y)  # warnings are errors here
+    else:
+        with pytest.warns(UserWarning, match=match):
+            step(replicated, x, y)

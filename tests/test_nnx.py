@@ -15,7 +15,7 @@ import optax
 import pytest
 from flax import linen as nn
 from flax import nnx
-from helpers import assert_trees_close, create_state
+from helpers import assert_trees_close
 
 import flax_pc as fpc
 
@@ -150,14 +150,14 @@ def _side_by_side(state, model, optimizer, options, steps=3):
     return state, expected, metrics
 
 
-PC: dict[str, Any] = dict(node_tx=optax.sgd(0.1), inference_steps=3)
+PC: dict[str, Any] = dict(inference=fpc.Inference(optax.sgd(0.1), 3))
 ALGORITHMS = {
     "pc": dict(PC),
     "ipc": dict(PC, algorithm="ipc"),
-    "bp": dict(algorithm="bp"),
+    "bp": dict(PC, algorithm="bp"),
     "nudging": dict(PC, nudging=0.5),
     "negative nudging": dict(PC, nudging=-0.3),
-    "tolerance": dict(node_tx=optax.sgd(0.2), inference_steps=50, tolerance=1e-3),
+    "tolerance": dict(inference=fpc.Inference(optax.sgd(0.2), 50, tolerance=1e-3)),
 }
 
 
@@ -165,7 +165,7 @@ ALGORITHMS = {
 def test_train_step_equals_the_linen_step_over_several_steps(name):
     options = ALGORITHMS[name]
     linen, variables, model = _twins()
-    state = create_state(
+    state = fpc.PCTrainState.create(
         apply_fn=linen.apply, params=variables["params"], tx=optax.adam(1e-2), **options
     )
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
@@ -203,9 +203,9 @@ def test_nodes_inference_and_energy_equal_linen(node_options):
         )
 
     nodes, expected = fpc.infer(
-        linen.apply, params, nodes, X, Y, node_tx=optax.sgd(0.1), inference_steps=5
+        linen.apply, params, nodes, X, Y, inference=fpc.Inference(optax.sgd(0.1), 5)
     )
-    energies = fpc.nnx.infer(model, X, Y, node_tx=optax.sgd(0.1), inference_steps=5)
+    energies = fpc.nnx.infer(model, X, Y, inference=fpc.Inference(optax.sgd(0.1), 5))
     np.testing.assert_allclose(energies.total, expected.total, rtol=RTOL)
     after = nnx.state(model, fpc.nnx.NodeValue)
     for i in range(2):
@@ -253,12 +253,12 @@ def test_epc_train_step_equals_linen():
 def test_infer_to_equilibrium_equals_linen():
     linen, variables, model = _twins(latent="error")
     params = variables["params"]
-    options: dict[str, Any] = dict(node_tx=optax.sgd(0.3), tolerance=1e-4, max_steps=200)
+    inference = fpc.Inference(optax.sgd(0.3), 200, tolerance=1e-4)
     expected = fpc.infer_to_equilibrium(
-        linen.apply, params, fpc.init_nodes(linen.apply, params, X), X, Y, **options
+        linen.apply, params, fpc.init_nodes(linen.apply, params, X), X, Y, inference=inference
     )
     fpc.nnx.init_nodes(model, X)
-    result = fpc.nnx.infer_to_equilibrium(model, X, Y, **options)
+    result = fpc.nnx.infer_to_equilibrium(model, X, Y, inference=inference)
     assert bool(result.converged) and int(result.steps) == int(expected.steps)
     np.testing.assert_allclose(result.energy.total, expected.energy.total, rtol=RTOL)
     assert model.nodes is not None
@@ -301,7 +301,7 @@ def test_dropout_one_mask_per_step_and_a_new_one_next_step():
     model.train()
     # A zero learning rate: the weights stay, so two steps differ only by their masks.
     optimizer = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
-    step, traces = _nnx_step(node_tx=optax.sgd(0.02), inference_steps=10)
+    step, traces = _nnx_step(inference=fpc.Inference(optax.sgd(0.02), 10))
     first, second = step(model, optimizer, X, Y), step(model, optimizer, X, Y)
     for metrics in (first, second):
         energy = np.asarray(metrics["energy"])
@@ -427,7 +427,7 @@ def test_mupc_residual_network_with_epc_trains_as_in_linen():
             "out": {"kernel": params["ScaledDense_3"]["kernel"]},
         },
     )
-    options: dict[str, Any] = dict(node_tx=optax.sgd(0.5), inference_steps=5)
+    options: dict[str, Any] = dict(inference=fpc.Inference(optax.sgd(0.5), 5))
     state = fpc.PCTrainState.create(
         apply_fn=linen.apply, params=params, tx=optax.adam(1e-2), **options
     )
@@ -489,7 +489,7 @@ def test_a_to_nnx_model_draws_one_dropout_mask_per_step_from_its_rngs():
     assert rngs is not None
     count = int(rngs.dropout.count[...])
     optimizer = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
-    step, _ = _nnx_step(node_tx=optax.sgd(0.02), inference_steps=8)
+    step, _ = _nnx_step(inference=fpc.Inference(optax.sgd(0.02), 8))
     first, second = step(model, optimizer, X, Y), step(model, optimizer, X, Y)
     for metrics in (first, second):
         energy = np.asarray(metrics["energy"])
@@ -642,9 +642,9 @@ def test_wrong_arguments():
         fpc.nnx.train_step(linen, optimizer, X, Y, **PC)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="must be an nnx.Optimizer"):
         fpc.nnx.train_step(model, optax.adam(1e-2), X, Y, **PC)  # pyright: ignore[reportArgumentType]
-    with pytest.raises(ValueError, match="takes no node_tx"):
-        fpc.nnx.train_step(model, optimizer, X, Y, algorithm="bp", node_tx=optax.sgd(0.1))
-    with pytest.raises(ValueError, match="give node_tx"):
+    with pytest.raises(ValueError, match="takes no nudging"):
+        fpc.nnx.train_step(model, optimizer, X, Y, **PC, algorithm="bp", nudging=0.5)
+    with pytest.raises(ValueError, match="inference="):
         fpc.nnx.train_step(model, optimizer, X, Y)
     with pytest.raises(ValueError, match="latent must be"):
         fpc.nnx.PCNode(latent="values")  # type: ignore[arg-type]

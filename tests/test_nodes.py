@@ -11,7 +11,7 @@ from flax import linen as nn
 from pc_models import MLP
 
 import flax_pc as fpc
-from flax_pc._src import inference
+from flax_pc._src import initialization
 from flax_pc._src import nodes as nodes_lib
 
 # A NumPy constant: no JAX computation (and compilation) when the tests are collected.
@@ -111,7 +111,7 @@ def test_zeros_and_normal_initialisers():
     normal = fpc.init_nodes(Initialised("normal").apply, {}, x, rng=key)
     again = fpc.init_nodes(Initialised("normal").apply, {}, x, rng=key)
     np.testing.assert_array_equal(normal["PCNode_0"]["value"], again["PCNode_0"]["value"])
-    # Flax folds the module path into the stream key; the draw is N(0, 0.5^2).
+    # init_nodes folds the latent's path into the noise key; the draw is N(0, 0.5^2).
     values = np.asarray(normal["PCNode_0"]["value"])
     assert values.std() > 0.1 and not np.allclose(values, 1.0)
     big = fpc.init_nodes(Initialised("normal").apply, {}, jnp.ones((4000, 3)), rng=key)
@@ -190,7 +190,7 @@ def test_forward_flag_needs_the_squared_error_energy():
             return nn.Dense(3)(fpc.PCNode(energy=self.energy)(nn.tanh(nn.Dense(4)(x))))
 
     params = Custom().init(jax.random.key(1), X)["params"]
-    assert inference.initialize(Custom().apply, params, X).forward
+    assert initialization.initialize(Custom().apply, params, X).forward
     # Cross-entropy's gradient at v = mu is not zero: no shortcut.
     hidden_ce = Custom(energy=fpc.energies.cross_entropy)
-    assert not inference.initialize(hidden_ce.apply, params, X).forward
+    assert not initialization.initialize(hidden_ce.apply, params, X).forward

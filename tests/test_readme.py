@@ -31,7 +31,7 @@ def python_blocks(text):
 
 def check_quickstart(namespace):
     energy = np.asarray(namespace["metrics"]["energy"])
-    assert energy.shape == (5,)  # inference_steps + 1
+    assert energy.shape == (5,)  # 4 inference steps + 1
     assert energy[-1] < energy[0]  # inference lowered the energy
     assert namespace["logits"].shape == (256, 10)
 

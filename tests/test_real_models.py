@@ -11,7 +11,7 @@ import pytest
 import real_models
 from flax import linen as nn
 from flax import traverse_util
-from helpers import assert_trees_close, create_state, train_losses
+from helpers import assert_trees_close, train_losses
 
 import flax_pc as fpc
 from flax_pc._src import step_metrics
@@ -83,9 +83,10 @@ def test_an_lstm_classifier_trains_by_pc_within_reach_of_backprop():
     params = model.init(jax.random.key(1), x[:1])["params"]
     accuracy = {}
     for algorithm in ("pc", "bp"):
-        state = create_state(
-            apply_fn=model.apply, params=params, tx=optax.adam(1e-2), node_tx=optax.sgd(0.1),
-            inference_steps=8, algorithm=algorithm, output_energy=fpc.energies.cross_entropy,
+        state = fpc.PCTrainState.create(
+            apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
+            inference=fpc.Inference(optax.sgd(0.1), 8), algorithm=algorithm,
+            output_energy=fpc.energies.cross_entropy,
         )  # fmt: skip
         step = jax.jit(lambda s, x, y: s.train_step(x, y))
         for _ in range(12):
@@ -141,9 +142,9 @@ Y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
 def test_a_node_in_a_scan_that_drops_it_is_an_error(axes, missing):
     model = ScannedBlocks(axes=axes)
     params = model.init(jax.random.key(1), X)["params"]
-    state = create_state(
-        apply_fn=model.apply, params=params, tx=optax.sgd(0.1), node_tx=optax.sgd(0.1),
-        inference_steps=2,
+    state = fpc.PCTrainState.create(
+        apply_fn=model.apply, params=params, tx=optax.sgd(0.1),
+        inference=fpc.Inference(optax.sgd(0.1), 2),
     )  # fmt: skip
     message = (
         f"PCNode at blocks/node is called inside nn.scan .*does not carry {missing}.*"
@@ -227,8 +228,10 @@ def _two_input_state(as_tuple, **kwargs):
     tokens, features, _ = _two_inputs()
     inputs = (tokens, features) if as_tuple else {"tokens": tokens, "features": features}
     params = model.init(jax.random.key(1), inputs)["params"]
-    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
-    return create_state(apply_fn=fpc.with_nodes(model.apply), params=params, **options, **kwargs)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 3))
+    return fpc.PCTrainState.create(
+        apply_fn=fpc.with_nodes(model.apply), params=params, **options, **kwargs
+    )
 
 
 def test_tuple_and_dict_inputs_train_alike_with_the_true_batch_size():
@@ -289,8 +292,8 @@ def test_a_custom_output_energy_must_return_one_energy_per_example():
 def _state(model=None, **kwargs):
     model = model or ScannedBlocks(axes=((fpc.NODES, 0), (fpc.ENERGIES, 0)))
     params = model.init(jax.random.key(1), X)["params"]
-    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
-    return create_state(apply_fn=model.apply, params=params, **{**options, **kwargs})
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 4))
+    return fpc.PCTrainState.create(apply_fn=model.apply, params=params, **{**options, **kwargs})
 
 
 # --- Rising energy --------------------------------------------------------------------
@@ -298,13 +301,14 @@ def _state(model=None, **kwargs):
 
 def test_energy_rose_says_whether_inference_raised_the_energy():
     step = jax.jit(lambda s: s.train_step(X, Y))
-    _, calm = step(_state(node_tx=optax.sgd(0.05)))
+    small, large = fpc.Inference(optax.sgd(0.05), 4), fpc.Inference(optax.sgd(3.0), 4)
+    _, calm = step(_state(inference=small))
     calm_energy = np.asarray(calm["energy"])
     assert np.all(np.diff(calm_energy) <= 0) and not bool(calm["energy_rose"])
-    _, wild = step(_state(node_tx=optax.sgd(3.0)))  # far beyond the energy's curvature
+    _, wild = step(_state(inference=large))  # far beyond the energy's curvature
     wild_energy = np.asarray(wild["energy"])
     assert np.any(np.diff(wild_energy) > 0) and bool(wild["energy_rose"])
-    _, ipc = step(_state(node_tx=optax.sgd(3.0), algorithm="ipc"))
+    _, ipc = step(_state(inference=large, algorithm="ipc"))
     assert bool(ipc["energy_rose"])
     _, backprop = step(_state(algorithm="bp"))
     assert backprop["energy_rose"].dtype == jnp.bool_ and not bool(backprop["energy_rose"])
@@ -322,17 +326,18 @@ def test_energy_rose_tolerance():
 # --- rng --------------------------------------------------------------------------------
 
 
-def test_an_int_seed_is_a_key():
+def test_an_int_seed_is_the_key_of_the_seed_folded_with_the_step():
     model = real_models.VAE()
     x = np.random.default_rng(0).random((4, 10)).astype(np.float32)
     params = model.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, x)["params"]
-    state = create_state(
+    state = fpc.PCTrainState.create(
         apply_fn=fpc.with_nodes(model.apply), params=params, tx=optax.sgd(0.1),
-        node_tx=optax.sgd(0.1), inference_steps=2, output_energy=real_models.vae_energy,
+        inference=fpc.Inference(optax.sgd(0.1), 2), output_energy=real_models.vae_energy,
     )  # fmt: skip
     step = jax.jit(functools.partial(type(state).train_step))
     _, with_seed = step(state, x, x, {"noise": 3})
-    _, with_key = step(state, x, x, {"noise": jax.random.key(3)})
+    # step 0: jax.random.key(3) folded with 0 (tests/test_rngs.py: a new key every step)
+    _, with_key = step(state, x, x, {"noise": jax.random.fold_in(jax.random.key(3), 0)})
     np.testing.assert_array_equal(with_seed["energy"], with_key["energy"])
     _, traced = jax.jit(lambda s, seed: s.train_step(x, x, rng={"noise": seed}))(state, 3)
     np.testing.assert_array_equal(traced["energy"], with_key["energy"])
@@ -347,7 +352,8 @@ def test_a_bad_rng_names_jax_random_key(rng):
 def test_train_epoch_takes_an_int_seed():
     epoch = jax.jit(fpc.train_epoch, static_argnames="batch_size")
     a, _ = epoch(_state(), np.tile(X, (2, 1)), np.tile(Y, (2, 1)), 7, batch_size=8)
-    b, _ = epoch(_state(), np.tile(X, (2, 1)), np.tile(Y, (2, 1)), jax.random.key(7), batch_size=8)
+    key = jax.random.fold_in(jax.random.key(7), 0)  # the seed's key folded with state.step
+    b, _ = epoch(_state(), np.tile(X, (2, 1)), np.tile(Y, (2, 1)), key, batch_size=8)
     assert_trees_close(a.params, b.params, rtol=0)
 
 

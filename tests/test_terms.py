@@ -10,7 +10,7 @@ from flax import linen as nn
 
 import flax_pc as fpc
 from flax_pc import energies
-from flax_pc._src import inference
+from flax_pc._src import inference, initialization, network_energy
 
 ALPHA_F, ALPHA_B = 0.7, 0.3
 X = np.random.default_rng(0).standard_normal((6, 4), np.float32)
@@ -167,16 +167,16 @@ class Backward(nn.Module):
 def test_from_a_forward_initialisation_the_first_step_is_exact_with_a_term():
     model = Backward()
     params = model.init(jax.random.key(0), X)["params"]
-    initial = inference.initialize(model.apply, params, X)
+    initial = initialization.initialize(model.apply, params, X)
     assert initial.forward  # every node forward initialised, and yet:
     start = fpc.energy(model.apply, params, initial.nodes, X, Y)
     assert float(fpc.node_energies(start.nodes)["EnergyTerm_0"].sum()) > 1.0
 
     def run(forward_initialized):
         return inference.run_inference(
-            model.apply, params, initial.nodes, X, Y, node_tx=optax.sgd(0.05),
-            inference_steps=4, output_energy=energies.squared_error, model_state=None,
-            rng=None, unroll=None, forward_initialized=forward_initialized,
+            model.apply, params, initial.nodes, X, Y, inference=fpc.Inference(optax.sgd(0.05), 4),
+            output_energy=energies.squared_error, model_state=None, rng=None,
+            forward_initialized=forward_initialized,
         )  # fmt: skip
 
     nodes, trajectory = run(True)
@@ -191,8 +191,8 @@ def test_train_step_with_a_term_never_raises_the_energy_and_reports_the_true_sta
     model = Backward()
     params = model.init(jax.random.key(0), X)["params"]
     state = fpc.PCTrainState.create(
-        apply_fn=model.apply, params=params, tx=optax.sgd(0.01), node_tx=optax.sgd(0.02),
-        inference_steps=6,
+        apply_fn=model.apply, params=params, tx=optax.sgd(0.01),
+        inference=fpc.Inference(optax.sgd(0.02), 6),
     )  # fmt: skip
     _, metrics = jax.jit(lambda s: s.train_step(X, Y))(state)
     start = fpc.energy(model.apply, params, fpc.init_nodes(model.apply, params, X), X, Y)
@@ -207,8 +207,8 @@ def test_the_shortcut_is_kept_where_it_is_exact():
     def shortcut(model, sown_by_hand=False):
         params = model.init(jax.random.key(0), X)["params"]
         nodes = fpc.init_nodes(model.apply, params, X)
-        total = inference.energy_of_nodes(model.apply, params, X, Y)
-        return inference.only_node_energies(total, nodes)
+        total = network_energy.energy_of_nodes(model.apply, params, X, Y)
+        return network_energy.only_node_energies(total, nodes)
 
     class SowsItsOwn(nn.Module):  # a user's energy, sown without EnergyTerm
         @nn.compact

@@ -23,7 +23,7 @@ Y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
 def _state(model=None, x: np.ndarray | jax.Array = X, **kwargs):
     model = model or MLP()
     params = model.init(jax.random.key(2), x)["params"]
-    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=4)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 4))
     options.update(kwargs)
     return fpc.PCTrainState.create(apply_fn=model.apply, params=params, **options)
 
@@ -79,7 +79,9 @@ def test_train_step_compiles_once_across_batches():
 
 
 def test_model_without_nodes_is_backprop_with_one_warning():
-    state = _state(MLP(with_nodes=False), inference_steps=3, tx=optax.sgd(0.1))
+    state = _state(
+        MLP(with_nodes=False), inference=fpc.Inference(optax.sgd(0.1), 3), tx=optax.sgd(0.1)
+    )
     step = jax.jit(lambda s, x, y: s.train_step(x, y))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -98,16 +100,19 @@ def test_model_without_nodes_is_backprop_with_one_warning():
     "kwargs, error, match",
     [
         (dict(tx=0.1), TypeError, "tx must be an optax"),
-        (dict(node_tx="sgd"), TypeError, "node_tx must be an optax"),
-        (dict(inference_steps=-2), ValueError, "inference_steps"),
-        (dict(inference_steps=4.0), TypeError, "inference_steps"),
+        (dict(inference=("sgd", 4)), TypeError, "node_tx must be an optax"),
+        (dict(inference=(optax.sgd(0.1), -2)), ValueError, "steps"),
+        (dict(inference=(optax.sgd(0.1), 4.0)), TypeError, "steps"),
         (dict(algorithm="ep"), ValueError, "algorithm"),
         (dict(output_energy="mse"), TypeError, "output_energy"),
     ],
 )
 def test_create_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
-        _state(**kwargs)
+        options: dict[str, Any] = dict(kwargs)
+        if "inference" in options:  # fpc.Inference(node_tx, steps), made in the raises block
+            options["inference"] = fpc.Inference(*options["inference"])
+        _state(**options)
 
 
 def test_train_step_rejects_targets_of_the_wrong_shape():
@@ -127,7 +132,9 @@ def test_a_conv_model_trains():
     images = jax.random.normal(jax.random.key(3), (32, 8, 8, 1))
     labels = (images[:, :4].mean((1, 2, 3)) > images[:, 4:].mean((1, 2, 3))).astype(jnp.int32)
     targets = jax.nn.one_hot(labels, 2)
-    state = _state(ConvNet(), x=images, tx=optax.adam(3e-3), node_tx=optax.sgd(0.05))
+    state = _state(
+        ConvNet(), x=images, tx=optax.adam(3e-3), inference=fpc.Inference(optax.sgd(0.05), 4)
+    )
     step = jax.jit(lambda s, x, y: s.train_step(x, y))
     losses = []
     for _ in range(60):
@@ -149,7 +156,7 @@ def test_orbax_checkpoint_round_trip(tmp_path):
         restored = manager.restore(1, args=ocp.args.StandardRestore(fresh))
     assert isinstance(restored, fpc.PCTrainState)
     assert_trees_close(restored, state, rtol=0, atol=0)
-    assert restored.inference_steps == 4
+    assert restored.inference is not None and restored.inference.steps == 4
     again, _ = restored.train_step(X, Y)
     expected, _ = state.train_step(X, Y)
     assert_trees_close(again.params, expected.params, rtol=0, atol=0)
@@ -166,7 +173,7 @@ def test_digits_reaches_90_percent():
     )
     model = MLP(features=(64, 64), outputs=10)
     state = _state(
-        model, x=jnp.ones((1, 64)), tx=optax.adam(1e-3), node_tx=optax.sgd(0.1), inference_steps=8
+        model, x=jnp.ones((1, 64)), tx=optax.adam(1e-3), inference=fpc.Inference(optax.sgd(0.1), 8)
     )
     step = jax.jit(lambda s, x, y: s.train_step(x, y))
     rng = np.random.default_rng(0)
@@ -195,7 +202,7 @@ def test_train_step_equals_the_pure_functions(model):
     state = _state(model, tx=optax.sgd(1.0))
     nodes = fpc.init_nodes(model.apply, state.params, X)
     nodes, trajectory = fpc.infer(
-        model.apply, state.params, nodes, X, Y, node_tx=optax.sgd(0.1), inference_steps=4
+        model.apply, state.params, nodes, X, Y, inference=fpc.Inference(optax.sgd(0.1), 4)
     )
     grads = jax.grad(lambda p: fpc.energy(model.apply, p, nodes, X, Y).total)(state.params)
     new_state, metrics = state.train_step(X, Y)

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 import reference_pc as ref
-from helpers import assert_trees_close, create_state
+from helpers import assert_trees_close
 from pc_models import MLP
 
 import flax_pc as fpc
@@ -21,9 +21,9 @@ Y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
 def _state(model=None, **kwargs):
     model = model or MLP()
     params = model.init(jax.random.key(2), X)["params"]
-    options: dict[str, Any] = dict(tx=optax.adam(1e-2), node_tx=optax.sgd(0.1), inference_steps=3)
+    options: dict[str, Any] = dict(tx=optax.adam(1e-2), inference=fpc.Inference(optax.sgd(0.1), 3))
     options.update(kwargs)
-    return create_state(apply_fn=model.apply, params=params, **options)
+    return fpc.PCTrainState.create(apply_fn=model.apply, params=params, **options)
 
 
 def _assert_weights(params, weights, atol=1e-6):
@@ -55,7 +55,7 @@ def test_ipc_is_three_joint_steps_by_hand():
 
 def test_ipc_needs_inference_steps():
     with pytest.raises(ValueError, match="ipc"):
-        _state(algorithm="ipc", inference_steps=0)
+        _state(algorithm="ipc", inference=fpc.Inference(optax.sgd(0.1), 0))
 
 
 def test_bp_equals_an_independent_optax_loop():
@@ -117,7 +117,7 @@ def test_small_nudging_does_not_converge_to_backprop_unlike_weak_precision():
     y = 2 * Y
 
     def gradient(**kwargs):
-        state = _state(tx=optax.sgd(1.0), node_tx=optax.sgd(0.2), inference_steps=400, **kwargs)
+        state = _state(tx=optax.sgd(1.0), inference=fpc.Inference(optax.sgd(0.2), 400), **kwargs)
         new_state, _ = state.train_step(X, y)
         return jax.tree_util.tree_map(lambda a, b: a - b, state.params, new_state.params)
 
