@@ -11,9 +11,9 @@ takes minutes beyond). Rounds are interleaved and the median over
 is steadier on a shared machine), with each variant's ratio to the rolled
 loop (the rule of ``unroll=None`` keeps it within 3x for every T).
 Optionally (``--run_models mlp``) each compiled step is also run, for its
-time per batch (median of ``--runs``). Last, ``fpc.infer(..., inference_steps=
---infer_steps)`` with the default is compiled and run on the MLP: the
-equilibrium check the field uses (T = 4000).
+time per batch (median of ``--runs``). Last, ``fpc.infer`` with
+``fpc.Inference(node_tx, --infer_steps)`` (the default unroll) is compiled and
+run on the MLP: the equilibrium check the field uses (T = 4000).
 
     python benchmarks/compile_time.py                      # ~5 min on 2 cores
     python benchmarks/compile_time.py --max_unrolled 512   # + the unrolled T=256, 512 (minutes)
@@ -40,7 +40,6 @@ import optax
 
 import flax_pc as fpc
 from benchmarks import models
-from flax_pc._src import inference
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 UNROLLS = {"rolled": False, "default": None, "unrolled": True}
@@ -60,8 +59,8 @@ def _workload(name: str) -> tuple[Any, jax.Array, jax.Array]:
 def _state(model: Any, x: jax.Array, steps: int, unroll: Any) -> fpc.PCTrainState:
     params = jax.jit(model.init)(jax.random.key(1), x[:1])["params"]
     return fpc.PCTrainState.create(
-        apply_fn=model.apply, params=params, tx=optax.adam(1e-3), node_tx=optax.sgd(0.01),
-        inference_steps=steps, unroll=unroll,
+        apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
+        inference=fpc.Inference(optax.sgd(0.01), steps, unroll=unroll),
     )  # fmt: skip
 
 
@@ -113,7 +112,7 @@ def measure(
         row: dict[str, Any] = {
             "model": model_name,
             "T": t,
-            "default_unroll": inference.resolve_unroll(None, t),
+            "default_unroll": fpc.Inference(optax.sgd(0.01), t).scan_unroll,
         }
         for name in variants:
             row[f"{name}_compile_s"] = statistics.median(times[name])
@@ -160,7 +159,7 @@ def infer_long(steps: int) -> dict[str, float]:
 
     def run(params, nodes):
         return fpc.infer(
-            model.apply, params, nodes, x, y, node_tx=optax.sgd(0.01), inference_steps=steps
+            model.apply, params, nodes, x, y, inference=fpc.Inference(optax.sgd(0.01), steps)
         )
 
     start, cpu = time.perf_counter(), time.process_time()

@@ -79,10 +79,10 @@ def run(variant: str, depth: int, dataset: data.Dataset, args: argparse.Namespac
     model = ResidualMLP(depth=depth, width=args.width, mupc=parameterization == "mupc", node=node)
     apply = functools.partial(model.apply, train=True)
     params = model.init(jax.random.key(args.seed), dataset.x_train[:1], train=False)["params"]
-    inference = dict(node_tx=optax.sgd(node_lr), inference_steps=args.inference_steps, unroll=1)
     state = fpc.PCTrainState.create(
-        apply_fn=apply, params=params, tx=optax.adam(lr), algorithm=algorithm,
-        **(inference if algorithm != "bp" else {}),
+        apply_fn=apply, params=params, tx=optax.adam(lr),
+        inference=fpc.Inference(optax.sgd(node_lr), args.inference_steps, unroll=1),
+        algorithm=algorithm,  # 'bp' ignores the inference
     )  # fmt: skip
     step = jax.jit(lambda s, x, y: s.train_step(x, y))
     batches = int(args.epochs * (len(dataset.x_train) // args.batch_size))
@@ -138,14 +138,14 @@ def inference_diagnostics(apply, params, dataset, latent, node_lr, args) -> dict
     tolerance = args.relative_tolerance * _rms(gradient)
     result = jax.jit(
         lambda n: fpc.infer_to_equilibrium(
-            apply, params, n, x, y, node_tx=optax.sgd(node_lr), tolerance=tolerance,
-            max_steps=args.max_steps,
+            apply, params, n, x, y,
+            inference=fpc.Inference(optax.sgd(node_lr), args.max_steps, tolerance=tolerance),
         )
     )(start)  # fmt: skip
     nodes, _ = jax.jit(
         lambda n: fpc.infer(
-            apply, params, n, x, y, node_tx=optax.sgd(node_lr),
-            inference_steps=args.inference_steps, unroll=1,
+            apply, params, n, x, y,
+            inference=fpc.Inference(optax.sgd(node_lr), args.inference_steps, unroll=1),
         )
     )(start)  # fmt: skip
     ratio = fpc.diagnostics.energy_ratio(fpc.energy(apply, params, nodes, x, y).nodes)

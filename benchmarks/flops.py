@@ -71,18 +71,14 @@ def train_step_flops(
     model_state = model_state or {}
 
     def create(algorithm):
-        inference = {
-            "node_tx": optax.sgd(workload.node_lr),
-            "inference_steps": workload.inference_steps,
-        }
         return fpc.PCTrainState.create(
             apply_fn=workload.apply_fn,
             params=params,
             tx=workload.weight_tx(),
+            inference=fpc.Inference(optax.sgd(workload.node_lr), workload.inference_steps),
             output_energy=workload.output_energy,
-            algorithm=algorithm,
+            algorithm=algorithm,  # 'bp' ignores the inference
             model_state=model_state,
-            **(inference if algorithm != "bp" else {}),
         )
 
     def train_step(s, x, y):

@@ -227,7 +227,7 @@ def flax_pc_variant(
 ) -> Variant:
     """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``.
 
-    ``unroll`` is the inference loop's (``PCTrainState.create(unroll=...)``);
+    ``unroll`` is the inference loop's (``fpc.Inference(..., unroll=...)``);
     ``algorithm='bp'`` is backprop on the same model (the ``backprop`` variant
     of a workload without a plain-JAX twin).
     """
@@ -237,20 +237,17 @@ def flax_pc_variant(
     else:
         impl = "flax_pc" if unroll else "flax_pc" + ROLLED
 
+    inference = fpc.Inference(optax.sgd(workload.node_lr), workload.inference_steps, unroll=unroll)
+
     def init_state():
-        inference = {
-            "node_tx": optax.sgd(workload.node_lr),
-            "inference_steps": workload.inference_steps,
-            "unroll": unroll,
-        }
         return fpc.PCTrainState.create(
             apply_fn=workload.apply_fn,
             params=_copy(params),
             tx=workload.weight_tx(),
+            inference=inference,
             output_energy=workload.output_energy,
-            algorithm=algorithm,
+            algorithm=algorithm,  # 'bp' ignores the inference
             model_state=_copy(model_state),
-            **(inference if algorithm != "bp" else {}),
         )
 
     def plain_weights(state):

@@ -116,11 +116,8 @@ def make_variants(args: argparse.Namespace, example: jax.Array) -> tuple[dict, d
     the variant's params in the linen layout."""
     model = models.MLP()
     params = model.init(jax.random.key(0), example)["params"]
-    node_tx, tx = optax.sgd(0.01), optax.adam(1e-3)
-    state = fpc.PCTrainState.create(
-        apply_fn=model.apply, params=params, tx=tx, node_tx=node_tx,
-        inference_steps=args.inference_steps,
-    )  # fmt: skip
+    inference, tx = fpc.Inference(optax.sgd(0.01), args.inference_steps), optax.adam(1e-3)
+    state = fpc.PCTrainState.create(apply_fn=model.apply, params=params, tx=tx, inference=inference)
     linen_step = jax.jit(lambda s, x, y, idx: s.train_step(x[idx], y[idx]), donate_argnums=0)
     holder = {"state": state}
     # Copies: the linen step donates its state's buffers.
@@ -129,9 +126,7 @@ def make_variants(args: argparse.Namespace, example: jax.Array) -> tuple[dict, d
 
     @nnx.jit
     def nnx_step(model, optimizer, x, y, idx):
-        return fpc.nnx.train_step(
-            model, optimizer, x[idx], y[idx], node_tx=node_tx, inference_steps=args.inference_steps
-        )
+        return fpc.nnx.train_step(model, optimizer, x[idx], y[idx], inference=inference)
 
     cached = nnx.cached_partial(nnx_step, nnx_models["nnx_cached"], optimizers["nnx_cached"])
     arrays: dict[str, jax.Array] = {}
@@ -154,9 +149,7 @@ def make_variants(args: argparse.Namespace, example: jax.Array) -> tuple[dict, d
     @functools.partial(jax.jit, donate_argnums=0)
     def functional_step(state, x, y, idx):
         model, optimizer = nnx.merge(graphdef, state)
-        metrics = fpc.nnx.train_step(
-            model, optimizer, x[idx], y[idx], node_tx=node_tx, inference_steps=args.inference_steps
-        )
+        metrics = fpc.nnx.train_step(model, optimizer, x[idx], y[idx], inference=inference)
         return nnx.state((model, optimizer)), metrics
 
     def run_functional(idx):

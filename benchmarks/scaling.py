@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     def fresh_state():
         return fpc.PCTrainState.create(
             apply_fn=model.apply, params=params, tx=optax.adam(1e-3),
-            node_tx=optax.sgd(0.01), inference_steps=4,
+            inference=fpc.Inference(optax.sgd(0.01), 4),
         )  # fmt: skip
 
     step = jax.jit(lambda s, xb, yb: s.train_step(xb, yb))

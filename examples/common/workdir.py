@@ -137,7 +137,8 @@ def config_errors() -> Iterator[None]:
     For the block that builds the train state from the config: flax_pc checks
     its own arguments there (``algorithm``, ``inference_steps``,
     ``tolerance``, ``nudging``, ``value_init``, ``latent``, ...), which the
-    config passes under the library's names; the command line prints the
+    config passes under the library's names (``inference_steps`` as the
+    ``steps`` of ``fpc.Inference``); the command line prints the
     error as one line ``Error: ...``. Errors raised later, in training, stay
     what they are (a bug shows its traceback).
     """

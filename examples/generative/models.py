@@ -97,14 +97,14 @@ class AncestralNode(nn.Module):
     """Stands in for a :class:`flax_pc.PCNode` to sample: its prediction plus Gaussian noise.
 
     A node of unit precision (``squared_error``, ``precision=1``) is the
-    Gaussian ``v ~ N(mu, I)``; its noise comes from the :data:`flax_pc.NODE_RNG`
+    Gaussian ``v ~ N(mu, I)``; its noise comes from the :data:`flax_pc.NOISE`
     stream. On the latent, whose prediction is the prior mean, it draws from
     the prior.
     """
 
     @nn.compact
     def __call__(self, prediction: jax.Array) -> jax.Array:
-        noise = jax.random.normal(self.make_rng(fpc.NODE_RNG), prediction.shape, prediction.dtype)
+        noise = jax.random.normal(self.make_rng(fpc.NOISE), prediction.shape, prediction.dtype)
         return prediction + noise
 
 
@@ -120,5 +120,5 @@ def sample(model: Decoder, params: Any, rng: jax.Array, n: int) -> jax.Array:
     free (the paper's pictures) samples at equilibrium, without its burn-in.
     """
     sampler = model.clone(latent_node=AncestralNode, node=AncestralNode)
-    output = sampler.apply({"params": params}, prior_mean(model, n), rngs={fpc.NODE_RNG: rng})
+    output = sampler.apply({"params": params}, prior_mean(model, n), rngs={fpc.NOISE: rng})
     return model.to_image(cast(jax.Array, output))

@@ -129,8 +129,7 @@ def create_train_state(config: Config, rng: jax.Array) -> fpc.PCTrainState:
         apply_fn=model.apply,
         params=init(rng)["params"],
         tx=optax.adamw(config.learning_rate, weight_decay=config.weight_decay),
-        node_tx=create_training_node_optimizer(config),
-        inference_steps=config.inference_steps,
+        inference=fpc.Inference(create_training_node_optimizer(config), config.inference_steps),
         output_energy=OUTPUT_ENERGIES[config.output_energy],
     )
 
@@ -168,6 +167,7 @@ def make_reconstruct(config: Config) -> Callable[..., tuple[jax.Array, jax.Array
     # does the curvature of the energy in the nodes; inference at test time
     # must converge, not just descend for a few steps.
     node_tx = create_node_optimizer(config.eval_node_learning_rate, config.eval_node_momentum)
+    inference = fpc.Inference(node_tx, config.eval_inference_steps)
     energy = OUTPUT_ENERGIES[config.output_energy]
 
     @jax.jit
@@ -175,8 +175,7 @@ def make_reconstruct(config: Config) -> Callable[..., tuple[jax.Array, jax.Array
         prior = models.prior_mean(model, targets.shape[0])
         nodes = fpc.init_nodes(model.apply, params, prior)
         nodes, _ = fpc.infer(
-            model.apply, params, nodes, prior, targets,
-            node_tx=node_tx, inference_steps=config.eval_inference_steps,
+            model.apply, params, nodes, prior, targets, inference=inference,
             output_energy=fpc.energies.masked(energy, masks),
         )  # fmt: skip
         latent = nodes[models.LATENT]["value"]

@@ -63,8 +63,9 @@ def generate(
     generator = functools.partial(model.clone(generate=True, node=fpc.PCNode).apply, train=False)
     start = fpc.init_nodes(generator, params, labels)
     nodes, energies = fpc.infer(
-        generator, params, start, labels, labels, node_tx=optax.sgd(learning_rate),
-        inference_steps=steps, output_energy=output_energy, unroll=False,
+        generator, params, start, labels, labels,
+        inference=fpc.Inference(optax.sgd(learning_rate), steps, unroll=False),
+        output_energy=output_energy,
     )  # fmt: skip
     final = fpc.energy(generator, params, nodes, labels, labels, output_energy=output_energy)
     energy = jnp.append(energies.total, final.total)

@@ -134,24 +134,20 @@ def create_train_state(config: Config, rng: jax.Array, steps_per_epoch: int) -> 
     dummy = jnp.zeros((1, *input_pipeline.IMAGE_SHAPE), jnp.float32)
     # One compiled init instead of hundreds of eager ops: seconds less at start-up.
     init = jax.jit(functools.partial(model.init, train=False))
-    variables = init({"params": params_rng, fpc.NODE_RNG: node_rng}, dummy)
+    variables = init({"params": params_rng, fpc.NOISE: node_rng}, dummy)
     # The params train; the other collections but the nodes (BatchNorm's
     # batch_stats) are the model state, updated by the feed-forward pass.
     model_state = {k: v for k, v in variables.items() if k not in ("params", fpc.NODES)}
-    inference = {  # backprop has no inference: algorithm='bp' takes neither
-        "node_tx": optax.sgd(config.node_learning_rate, momentum=config.node_momentum or None),
-        "inference_steps": config.inference_steps,
-    }
+    node_tx = optax.sgd(config.node_learning_rate, momentum=config.node_momentum or None)
     return fpc.PCTrainState.create(
         apply_fn=functools.partial(model.apply, train=True),
         params=variables["params"],
         model_state=model_state,
         tx=create_optimizer(config, steps_per_epoch),
         output_energy=OUTPUT_ENERGIES[config.output_energy],
-        algorithm=config.algorithm,
-        tolerance=config.tolerance,
+        inference=fpc.Inference(node_tx, config.inference_steps, tolerance=config.tolerance),
+        algorithm=config.algorithm,  # 'bp' ignores the inference
         nudging=config.nudging,
-        **(inference if config.algorithm != "bp" else {}),
     )
 
 

@@ -91,17 +91,13 @@ def create_model_and_optimizer(
 
 def step_arguments(config: Config) -> dict[str, Any]:
     """The config's arguments of :func:`flax_pc.nnx.train_step` (flax_pc checks them)."""
-    arguments = {
+    node_tx = optax.sgd(config.node_learning_rate, momentum=config.node_momentum or None)
+    return {
+        "inference": fpc.Inference(node_tx, config.inference_steps, tolerance=config.tolerance),
         "output_energy": train.OUTPUT_ENERGIES[config.output_energy],
-        "algorithm": config.algorithm,
-        "tolerance": config.tolerance,
+        "algorithm": config.algorithm,  # 'bp' ignores the inference
         "nudging": config.nudging,
     }
-    if config.algorithm != "bp":  # backprop has no inference: algorithm='bp' takes neither
-        momentum = config.node_momentum or None
-        arguments["node_tx"] = optax.sgd(config.node_learning_rate, momentum=momentum)
-        arguments["inference_steps"] = config.inference_steps
-    return arguments
 
 
 def make_train_epoch(config: Config, graphdef: nnx.GraphDef, loop: str, batch_sharding: Any):
