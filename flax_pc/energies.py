@@ -123,11 +123,10 @@ def bernoulli(value: ArrayLike, prediction: ArrayLike) -> Array:
       prediction: logits ``mu`` of the same shape.
 
     Returns:
-      ``[B]`` energies (nats).
+      ``[B]`` energies in nats, summed over the features.
 
     Raises:
-      ValueError: if ``value`` and ``prediction`` differ in shape (integer
-        labels: one-hot encode them, ``jax.nn.one_hot(labels, K)``).
+      ValueError: if the two shapes differ (the energy does not broadcast).
 
     Example:
       >>> import jax.numpy as jnp

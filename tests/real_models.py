@@ -30,16 +30,22 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Tokens ``[B, L, F]`` -> embedding -> encoder block -> LayerNorm -> mean -> head."""
+    """Tokens ``[B, L, F]`` -> embedding -> encoder block -> LayerNorm -> mean -> head.
+
+    ``hand_written_nodes``: the twin with nodes by hand where ``with_nodes`` puts them.
+    """
 
     width: int = 8
     classes: int = 3
+    hand_written_nodes: bool = False
 
     @nn.compact
     def __call__(self, x):
         x = nn.Dense(self.width, name="embedding")(x)
-        x = TransformerBlock(name="block")(x)
+        x = (TwinBlock if self.hand_written_nodes else TransformerBlock)(name="block")(x)
         x = jnp.mean(nn.LayerNorm(name="final_norm")(x), axis=1)
+        if self.hand_written_nodes:
+            x = fpc.PCNode(name="head_node")(x)
         return nn.Dense(self.classes, name="head")(x)
 
 
@@ -53,20 +59,6 @@ class TwinAttention(nn.Module):
         query, key, value = dense(name="query")(x), dense(name="key")(x), dense(name="value")(x)
         h = fpc.PCNode(name="out_node")(nn.dot_product_attention(query, key, value))
         return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="out")(h)
-
-
-class TwinTransformerClassifier(nn.Module):
-    """``TransformerClassifier`` with nodes by hand where ``with_nodes`` puts them."""
-
-    width: int = 8
-    classes: int = 3
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Dense(self.width, name="embedding")(x)
-        x = TwinBlock(name="block")(x)
-        x = jnp.mean(nn.LayerNorm(name="final_norm")(x), axis=1)
-        return nn.Dense(self.classes, name="head")(fpc.PCNode(name="head_node")(x))
 
 
 class TwinBlock(nn.Module):

@@ -186,7 +186,7 @@ def test_transformer_block_one_node_per_activation():
 def test_transformer_equals_its_hand_written_twin():
     auto_model, twin_model = (
         real_models.TransformerClassifier(),
-        real_models.TwinTransformerClassifier(),
+        real_models.TransformerClassifier(hand_written_nodes=True),
     )
     params = auto_model.init(jax.random.key(1), TOKENS)["params"]
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(

@@ -226,14 +226,11 @@ def test_infer_to_equilibrium_takes_the_value_and_the_old_keywords_warn():
 # -- NNX --------------------------------------------------------------------------------------
 
 
-class NnxMLP(nnx.Module):
-    def __init__(self, rngs):
-        self.hidden = nnx.Linear(5, 16, rngs=rngs)
-        self.node = fpc.nnx.PCNode()
-        self.out = nnx.Linear(16, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(self.node(nnx.tanh(self.hidden(x))))
+def _nnx_mlp():
+    rngs = nnx.Rngs(0)
+    return nnx.Sequential(
+        nnx.Linear(5, 16, rngs=rngs), nnx.tanh, fpc.nnx.PCNode(), nnx.Linear(16, 3, rngs=rngs)
+    )
 
 
 @nnx.jit(static_argnames="algorithm")
@@ -245,7 +242,7 @@ def _nnx_step(model, optimizer, algorithm):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_nnx_train_step_takes_the_value_and_matches_the_old_keywords(algorithm):
-    models = [NnxMLP(nnx.Rngs(0)) for _ in range(2)]
+    models = [_nnx_mlp() for _ in range(2)]
     optimizers = [nnx.Optimizer(m, optax.adam(1e-2), wrt=nnx.Param) for m in models]
     new = _nnx_step(models[0], optimizers[0], algorithm)
     context = pytest.warns(DeprecationWarning, match="fpc.nnx.train_step")
@@ -266,7 +263,7 @@ def test_nnx_train_step_takes_the_value_and_matches_the_old_keywords(algorithm):
 
 
 def test_nnx_infer_functions_take_the_value():
-    model = NnxMLP(nnx.Rngs(0))
+    model = _nnx_mlp()
     fpc.nnx.init_nodes(model, X)
     energies = fpc.nnx.infer(model, X, Y, inference=fpc.Inference(optax.sgd(0.1), 3))
     assert energies.total.shape == (3,)

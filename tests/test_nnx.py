@@ -659,19 +659,3 @@ def test_energy_needs_the_nodes_of_this_batch():
     fpc.nnx.init_nodes(model, X)
     with pytest.raises(ValueError, match=r"stored value has shape \(12, 8\).*\(5, 8\)"):
         fpc.nnx.energy(model, X[:5], Y[:5])
-
-
-def test_a_node_called_twice_is_an_error():
-    class Twice(nnx.Module):
-        def __init__(self, rngs):
-            self.hidden = nnx.Linear(4, 4, rngs=rngs)
-            self.node = fpc.nnx.PCNode()
-            self.out = nnx.Linear(4, 3, rngs=rngs)
-
-        def __call__(self, x):
-            return self.out(self.node(self.hidden(self.node(self.hidden(x)))))
-
-    model = Twice(nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-    with pytest.raises(ValueError, match="called twice in one pass"):
-        fpc.nnx.train_step(model, optimizer, X, Y, **PC)

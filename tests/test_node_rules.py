@@ -303,6 +303,10 @@ def test_a_node_called_twice_is_the_same_error():
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     message = _message(lambda: fpc.init_nodes(LinenTwice().apply, params, X))
     assert message == _message(lambda: fpc.nnx.init_nodes(model, X))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    targets, inference = jnp.zeros((X.shape[0], 2)), fpc.Inference(optax.sgd(0.1), 2)
+    step = lambda: fpc.nnx.train_step(model, optimizer, X, targets, inference=inference)  # noqa: E731
+    assert message == _message(step)
     assert message.startswith("PCNode at node was called twice in one pass.")
 
 

@@ -34,13 +34,9 @@ class InitialNodes(NamedTuple):
 
 
 def initialize(
-    apply_fn: ApplyFn,
-    params: PyTree,
-    inputs: PyTree,
-    *,
-    model_state: Mapping[str, PyTree] | None = None,
-    rng: RNG | None = None,
-) -> InitialNodes:
+    apply_fn: ApplyFn, params: PyTree, inputs: PyTree, *,
+    model_state: Mapping[str, PyTree] | None = None, rng: RNG | None = None,
+) -> InitialNodes:  # fmt: skip
     """:func:`init_nodes`, and whether every node was forward initialised.
 
     The linen and the NNX path (``fpc.nnx.init_nodes``, ``fpc.nnx.train_step``)

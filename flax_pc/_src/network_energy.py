@@ -71,9 +71,9 @@ def check_targets(targets: PyTree, output: Any) -> None:
             raise TypeError(
                 f"The {name} a {batches.describe(value)}, but the built-in output energies "
                 "compare one output array with one target array. Pass an output_energy that "
-                "picks them, e.g. output_energy=lambda targets, output: "
-                "fpc.energies.cross_entropy(targets, output[0]) for a model that returns "
-                "(logits, extras)."
+                "picks them by the output's structure, e.g. output_energy=lambda targets, "
+                "output: fpc.energies.cross_entropy(targets, output[0]) for a model that "
+                "returns the tuple (logits, extras)."
             )
     if targets.shape != output.shape:
         hint = ""
@@ -163,7 +163,9 @@ def energy(
         built-in energies), or any pytree ``output_energy`` takes.
       output_energy: ``energy(targets, output) -> [B]``; a custom one receives
         targets and the model's output as they are (e.g. ``lambda y, out:
-        fpc.energies.cross_entropy(y, out[0])`` for a model returning a tuple).
+        fpc.energies.cross_entropy(y, out[0])`` for a model returning the tuple
+        ``(logits, extras)``; on a model returning one array ``out[0]`` would
+        be the first example, which the built-in energies refuse).
       model_state: the model's other collections (their updates are discarded).
       rng: a key (or int seed) or ``{stream: key}`` for the model's random layers (dropout).
 

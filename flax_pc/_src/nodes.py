@@ -163,9 +163,9 @@ class PCNode(nn.Module):
         held fixed, so it equals PC's at equilibrium but not before it.
 
     Example:
+      >>> import flax_pc as fpc
       >>> import jax, jax.numpy as jnp
       >>> from flax import linen as nn
-      >>> import flax_pc as fpc
       >>> class MLP(nn.Module):
       ...     @nn.compact
       ...     def __call__(self, x):

@@ -51,9 +51,10 @@ class EnergyTerm(nn.Module):
       >>> import jax, jax.numpy as jnp
       >>> from flax import linen as nn
       >>> class Bidirectional(nn.Module):
+      ...     features: int = 8
       ...     @nn.compact
       ...     def __call__(self, x):
-      ...         z = fpc.PCNode()(nn.Dense(8)(x))  # forward: z predicted from x
+      ...         z = fpc.PCNode()(nn.Dense(self.features)(x))  # forward: z predicted from x
       ...         fpc.EnergyTerm(precision=0.5)(x, nn.Dense(4)(z))  # backward: x from z
       ...         return nn.Dense(2)(z)
       >>> model, x, y = Bidirectional(), jnp.ones((3, 4)), jnp.zeros((3, 2))
