@@ -6,11 +6,12 @@ Put :class:`PCNode` after the layers of a linen model (or let
 loop from :func:`init_nodes`, :func:`energy` and :func:`infer`.
 
 Everything public is here and in the submodules :mod:`flax_pc.energies`,
-:mod:`flax_pc.diagnostics` and :mod:`flax_pc.nnx` (Flax NNX models);
+:mod:`flax_pc.diagnostics`, :mod:`flax_pc.nnx` (Flax NNX models) and
+:mod:`flax_pc.temporal` (sequences);
 ``flax_pc._src`` holds the implementation and is not API.
 """
 
-from flax_pc import diagnostics, energies, nnx
+from flax_pc import diagnostics, energies, nnx, temporal
 from flax_pc._src.auto_nodes import with_nodes
 from flax_pc._src.equilibrium import Equilibrium, infer_to_equilibrium
 from flax_pc._src.gradient_flow import GradientFlow
@@ -51,6 +52,7 @@ __all__ = [
     "mupc_scalings",
     "nnx",
     "node_energies",
+    "temporal",
     "train_epoch",
     "with_nodes",
 ]

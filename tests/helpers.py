@@ -77,3 +77,41 @@ def with_overrides(config, overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def run_example(script, config, workdir, *flags):
+    """``python <script> --config=<config> --workdir=<workdir> <flags>`` from the repository root.
+
+    Returns the ``subprocess.CompletedProcess`` (output captured as text; 300 s at most).
+    """
+    import subprocess
+    import sys
+
+    command = [sys.executable, script, f"--config={config}", f"--workdir={workdir}", *flags]
+    root = pathlib.Path(__file__).parents[1]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def assert_fields_commented(path):
+    """Every ``config.<field> = ...`` line of the config file ``path`` (from the repository root)
+    has a comment above it."""
+    import re
+
+    lines = (pathlib.Path(__file__).parents[1] / path).read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"\s+config\.\w+ = ", line):
+            assert lines[number - 1].strip().startswith("#"), f"{path}:{number + 1}"
+
+
+def assert_config_error(validate_config, config, field, value, message):
+    """``validate_config`` rejects ``config`` with ``field`` set to ``value``: a ConfigError
+    whose one line contains ``message``."""
+    import re
+
+    import pytest
+
+    from examples.common.config_checks import ConfigError
+
+    config = with_overrides(config, {field: value})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(config)

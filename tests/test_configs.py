@@ -45,7 +45,7 @@ MNIST_CONFIGS = (
 CONFIG_FILES = [CONFIGS / f"{name}.py" for name in MNIST_CONFIGS]
 
 # The configs that define and document every field: one per example.
-DEFAULTS = ("default", "generative")
+DEFAULTS = ("default", "generative", "tpc", "memory")
 # Every other config, with the config it starts from, and that one's default.
 BASES = {
     "backprop": "default",

@@ -10,7 +10,7 @@ import flax_pc as fpc
 from flax_pc import _src
 
 #: Public submodules: namespaces of their own, whose names are not top-level.
-SUBMODULES = {"energies", "diagnostics", "nnx"}
+SUBMODULES = {"energies", "diagnostics", "nnx", "temporal"}
 
 
 def _src_modules():

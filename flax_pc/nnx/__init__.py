@@ -25,6 +25,7 @@ with :class:`flax_pc.PCNode`\\ s wrapped by ``nnx.bridge.ToNNX`` trains through
 
 from flax_pc._src.nnx_layers import ScaledLinear
 from flax_pc._src.nnx_nodes import NodeValue, PCNode
+from flax_pc._src.nnx_temporal import infer_sequence, predict_sequence, train_sequence
 from flax_pc._src.nnx_training import energy, infer, infer_to_equilibrium, init_nodes, train_step
 
 __all__ = [
@@ -33,7 +34,10 @@ __all__ = [
     "ScaledLinear",
     "energy",
     "infer",
+    "infer_sequence",
     "infer_to_equilibrium",
     "init_nodes",
+    "predict_sequence",
+    "train_sequence",
     "train_step",
 ]

@@ -1,0 +1,1 @@
+"""Associative memory: a generative PC network stores images and retrieves them from cues."""

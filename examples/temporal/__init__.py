@@ -1,0 +1,1 @@
+"""Temporal predictive coding: tracking a noisy system, memorising sequences of digits."""
