@@ -304,9 +304,9 @@ def test_nnx_models_infer_learn_and_predict_as_linen_ones():
     linen = temporal.infer_sequence(
         state.apply_fn, state.params, Z0, SEQUENCE, inference=state.inference
     )
-    result = nnx.jit(
-        lambda m: fpc.nnx.infer_sequence(m, Z0, SEQUENCE, inference=state.inference)
-    )(model)
+    result = nnx.jit(lambda m: fpc.nnx.infer_sequence(m, Z0, SEQUENCE, inference=state.inference))(
+        model
+    )
     np.testing.assert_allclose(result.latents, linen.latents, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.energy.total, linen.energy.total, rtol=1e-5)
 
@@ -319,9 +319,7 @@ def test_nnx_models_infer_learn_and_predict_as_linen_ones():
 
     @nnx.jit
     def train(model, optimizer):
-        return fpc.nnx.train_sequence(
-            model, optimizer, Z0, SEQUENCE, inference=state.inference
-        )
+        return fpc.nnx.train_sequence(model, optimizer, Z0, SEQUENCE, inference=state.inference)
 
     train(model, optimizer)
     new, _ = temporal.train_sequence(state, Z0, SEQUENCE)

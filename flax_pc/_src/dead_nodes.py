@@ -32,7 +32,6 @@ import jax
 from flax_pc._src import auto_nodes, data_flow, user_warnings
 from flax_pc._src.types import PyTree
 
-
 _NODE_LEAVES = ("value", "error")  # the variable a node keeps, under its path
 _MAX_NAMED = 8  # node paths named in the warning, before "and N more"
 # The messages already given, per apply_fn (a retrace warns no second time).
