@@ -190,7 +190,7 @@ def _commit() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--models", default="mlp,cnn", help="mlp, cnn or both")
     p.add_argument("--steps", default="8,32,64,128,256,512", help="the values of T")
     p.add_argument("--max_unrolled", type=int, default=128, help="largest T compiled unrolled")

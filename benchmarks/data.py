@@ -102,6 +102,6 @@ def mnist_like(
 
     ``num_train`` and ``num_test`` size the synthetic data only.
     """
-    if has_idx_files(data_dir):
+    if data_dir is not None and has_idx_files(data_dir):
         return fashion_mnist(data_dir)
     return synthetic(num_train, num_test, (784,))

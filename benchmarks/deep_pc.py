@@ -34,7 +34,7 @@ import functools
 import json
 import pathlib
 import time
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.flatten_util
@@ -46,7 +46,9 @@ from benchmarks import data, harness
 from examples.mnist.models import ResidualMLP
 
 #: variant -> (parameterization, node latent, algorithm, node lr, weight lr)
-VARIANTS: dict[str, tuple[str, str, str, float, float]] = {
+VARIANTS: dict[
+    str, tuple[str, Literal["value", "error"], Literal["pc", "ipc", "bp"], float, float]
+] = {
     "pc": ("standard", "value", "pc", 0.1, 1e-3),
     "epc": ("standard", "error", "pc", 0.0003, 1e-3),
     "mupc": ("mupc", "value", "pc", 0.1, 3e-3),
@@ -57,7 +59,7 @@ VARIANTS: dict[str, tuple[str, str, str, float, float]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data_dir", default="../shared/datasets/fashion_mnist")
     parser.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))

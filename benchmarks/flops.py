@@ -48,11 +48,12 @@ def flops(fn, *args) -> float:
     """XLA's FLOP count of ``jit(fn)(*args)`` after optimisation, loops unrolled."""
     with unrolled_loops():
         compiled = jax.jit(fn).lower(*args).compile()
-    if " while(" in compiled.as_text():
+    if " while(" in (compiled.as_text() or ""):
         return math.nan
     cost = compiled.cost_analysis()
     if isinstance(cost, list):  # older jax: one dict per computation
         cost = cost[0]
+    assert cost is not None, "XLA gave no cost analysis"
     return float(cost["flops"])
 
 
@@ -94,14 +95,15 @@ def train_step_flops(
         per_example["pc_over_backprop"] = total["flax_pc"] / total["backprop"]
         return per_example
 
-    weights = plain_pc.weights_from_flax(params, workload.names)
+    layers, names = workload.twin()
+    weights = plain_pc.weights_from_flax(params, names)
     opt_state = workload.weight_tx().init(weights)
     pc_step = plain_pc.make_pc_step(
-        workload.layers, workload.weight_tx(), workload.node_lr, workload.inference_steps
+        layers, workload.weight_tx(), workload.node_lr, workload.inference_steps
     )
-    bp_step = plain_pc.make_bp_step(workload.layers, workload.weight_tx())
+    bp_step = plain_pc.make_bp_step(layers, workload.weight_tx())
     total = {
-        "forward": flops(lambda w, x: plain_pc.predict(workload.layers, w, x), weights, x),
+        "forward": flops(lambda w, x: plain_pc.predict(layers, w, x), weights, x),
         "plain_jax_pc": flops(pc_step, weights, opt_state, x, y),
         "flax_pc": flops(train_step, create("pc"), x, y),
         "backprop": flops(bp_step, weights, opt_state, x, y),

@@ -21,7 +21,7 @@ import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,12 @@ class Workload:
         """The weight optimiser (Adam)."""
         return optax.adam(self.weight_lr)
 
+    def twin(self) -> tuple[Sequence[plain_pc.Layer], Sequence[str]]:
+        """``(layers, names)`` of the plain-JAX twin; a ValueError for a workload without one."""
+        if self.layers is None or self.names is None:
+            raise ValueError(f"workload {self.name!r} has no plain-JAX twin")
+        return self.layers, self.names
+
     def init(self, example: Array) -> tuple[Any, dict[str, Any]]:
         """``(params, model_state)`` every variant starts from."""
         # One compile, and with 'rbg' keys: XLA:CPU takes seconds to compile threefry
@@ -95,8 +101,8 @@ class Workload:
 
     def predict(self, params: Any, model_state: Any, x: Array) -> Array:
         """The feed-forward network in evaluation mode."""
-        kwargs = {"train": False} if self.train_arg else {}
-        return self.model.apply({"params": params, **model_state}, x, **kwargs)
+        kwargs: dict[str, Any] = {"train": False} if self.train_arg else {}
+        return cast(Array, self.model.apply({"params": params, **model_state}, x, **kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,12 +166,12 @@ def _flax_pc_driver(style: str, bs: int) -> Driver:
         def make_jit():
             return jax.jit(lambda s, x, y, idx: s.train_step(x[idx], y[idx]), donate_argnums=0)
 
-        def run_epoch(step, state, inputs, targets, key):
+        def run_epoch(compiled, state, inputs, targets, key) -> Any:
             for rows in _batch_rows(inputs, key, bs):
-                state, _ = step(state, inputs, targets, rows)
+                state, _ = compiled(state, inputs, targets, rows)
             return state
 
-        def lower_args(state, inputs, targets, key):
+        def lower_args(state, inputs, targets, key) -> tuple[Any, ...]:
             return _index_args(state, inputs, targets, key, bs)
     else:
 
@@ -175,10 +181,10 @@ def _flax_pc_driver(style: str, bs: int) -> Driver:
                 donate_argnums=0,
             )
 
-        def run_epoch(epoch, state, inputs, targets, key):
-            return epoch(state, inputs, targets, key)[0]
+        def run_epoch(compiled, state, inputs, targets, key) -> Any:
+            return compiled(state, inputs, targets, key)[0]
 
-        def lower_args(state, inputs, targets, key):
+        def lower_args(state, inputs, targets, key) -> tuple[Any, ...]:
             return (state, inputs, targets, key)
 
     return Driver(make_jit, lower_args, run_epoch)
@@ -194,23 +200,23 @@ def _plain_driver(style: str, bs: int, make_step: Callable[[], plain_pc.Step]) -
                 lambda w, s, x, y, idx: step(w, s, x[idx], y[idx]), donate_argnums=(0, 1)
             )
 
-        def run_epoch(step, state, inputs, targets, key):
+        def run_epoch(compiled, state, inputs, targets, key) -> Any:
             w, s = state
             for rows in _batch_rows(inputs, key, bs):
-                w, s, _ = step(w, s, inputs, targets, rows)
+                w, s, _ = compiled(w, s, inputs, targets, rows)
             return w, s
 
-        def lower_args(state, inputs, targets, key):
+        def lower_args(state, inputs, targets, key) -> tuple[Any, ...]:
             return (*state, inputs, targets, jnp.zeros((bs,), jnp.int32))
     else:
 
         def make_jit():
             return jax.jit(plain_pc.make_epoch(make_step(), bs), donate_argnums=(0, 1))
 
-        def run_epoch(epoch, state, inputs, targets, key):
-            return epoch(*state, inputs, targets, key)[:2]
+        def run_epoch(compiled, state, inputs, targets, key) -> Any:
+            return compiled(*state, inputs, targets, key)[:2]
 
-        def lower_args(state, inputs, targets, key):
+        def lower_args(state, inputs, targets, key) -> tuple[Any, ...]:
             return (*state, inputs, targets, key)
 
     return Driver(make_jit, lower_args, run_epoch)
@@ -223,7 +229,7 @@ def flax_pc_variant(
     *,
     model_state: Any = None,
     unroll: bool = True,
-    algorithm: str = "pc",
+    algorithm: Literal["pc", "bp"] = "pc",
 ) -> Variant:
     """flax_pc's ``PCTrainState.train_step`` (``'batch'``) or ``fpc.train_epoch``.
 
@@ -267,13 +273,14 @@ def flax_pc_variant(
 
 def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step_kw) -> Variant:
     """Plain-JAX PC (``impl='plain_jax'``) or backprop (``impl='backprop'``)."""
-    weights = plain_pc.weights_from_flax(params, workload.names)
+    layers, names = workload.twin()
+    weights = plain_pc.weights_from_flax(params, names)
 
     def make_step():
         if impl == "backprop":
-            return plain_pc.make_bp_step(workload.layers, workload.weight_tx())
+            return plain_pc.make_bp_step(layers, workload.weight_tx())
         return plain_pc.make_pc_step(
-            workload.layers,
+            layers,
             workload.weight_tx(),
             workload.node_lr,
             workload.inference_steps,
@@ -291,7 +298,7 @@ def plain_variant(workload: Workload, params: Any, style: str, impl: str, **step
         style=style,
         driver=_plain_driver(style, workload.batch_size, make_step),
         init_state=init_state,
-        predict=lambda state, x: plain_pc.predict(workload.layers, state[0], x),
+        predict=lambda state, x: plain_pc.predict(layers, state[0], x),
         plain_weights=lambda state: state[0],
     )
 
@@ -376,7 +383,11 @@ def _memory(compiled) -> dict[str, float]:
 
 
 def accuracy(
-    predict: Callable[[Any, Array], Array], state: Any, x: Array, y: Array, chunk: int = 1000
+    predict: Callable[[Any, Array], Any],
+    state: Any,
+    x: Array | np.ndarray,
+    y: Array | np.ndarray,
+    chunk: int = 1000,
 ) -> float:
     """Feed-forward accuracy of ``predict(state, x)``: argmax against argmax of ``y``."""
     predict = jax.jit(predict)

@@ -97,7 +97,7 @@ def nnx_twin(params: dict[str, Any]) -> NNXMLP:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data_dir", default=str(data.DEFAULT_DATA_DIR))
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--inference_steps", type=int, default=4)
@@ -119,7 +119,7 @@ def make_variants(args: argparse.Namespace, example: jax.Array) -> tuple[dict, d
     inference, tx = fpc.Inference(optax.sgd(0.01), args.inference_steps), optax.adam(1e-3)
     state = fpc.PCTrainState.create(apply_fn=model.apply, params=params, tx=tx, inference=inference)
     linen_step = jax.jit(lambda s, x, y, idx: s.train_step(x[idx], y[idx]), donate_argnums=0)
-    holder = {"state": state}
+    holder: dict[str, Any] = {"state": state}
     # Copies: the linen step donates its state's buffers.
     nnx_models = {name: nnx_twin(jax.tree_util.tree_map(jnp.copy, params)) for name in VARIANTS[1:]}
     optimizers = {name: nnx.Optimizer(m, tx, wrt=nnx.Param) for name, m in nnx_models.items()}

@@ -16,7 +16,7 @@ nodes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +122,7 @@ def energy(
     total = 0.0
     for layer, w, h, v in zip(layers, weights, inputs, targets):
         total = total + 0.5 * jnp.sum(jnp.square(v - layer(w, h)))
-    return total
+    return jnp.asarray(total)
 
 
 def make_pc_step(
@@ -178,7 +178,7 @@ def make_pc_step(
         if energy_trajectory:
             before = jnp.asarray(trajectory, total.dtype)  # a list when unrolled
             metrics["energy"] = jnp.append(before, total) / batch
-        return optax.apply_updates(weights, updates), opt_state, metrics
+        return cast(Weights, optax.apply_updates(weights, updates)), opt_state, metrics
 
     return step
 
@@ -192,7 +192,8 @@ def make_bp_step(layers: Sequence[Layer], tx: optax.GradientTransformation) -> S
     def step(weights, opt_state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(weights, x, y)
         updates, opt_state = tx.update(grads, opt_state, weights)
-        return optax.apply_updates(weights, updates), opt_state, {"loss": loss / x.shape[0]}
+        new_weights = cast(Weights, optax.apply_updates(weights, updates))
+        return new_weights, opt_state, {"loss": loss / x.shape[0]}
 
     return step
 

@@ -28,7 +28,7 @@ import time
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--simulate_cpu_devices", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=30)

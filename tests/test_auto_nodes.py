@@ -188,9 +188,9 @@ def test_transformer_equals_its_hand_written_twin():
         real_models.TransformerClassifier(),
         real_models.TransformerClassifier(hand_written_nodes=True),
     )
-    params = auto_model.init(jax.random.key(1), TOKENS)["params"]
+    params = jax.jit(auto_model.init)(jax.random.key(1), TOKENS)["params"]
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
-        twin_model.init(jax.random.key(1), TOKENS)["params"]
+        jax.eval_shape(twin_model.init, jax.random.key(1), TOKENS)["params"]
     )
     auto = fpc.with_nodes(auto_model.apply)
     nodes = fpc.init_nodes(auto, params, TOKENS)
@@ -207,8 +207,9 @@ def test_transformer_equals_its_hand_written_twin():
         },
         sep="/",
     )
-    a = fpc.energy(auto, params, traverse_util.unflatten_dict(moved, sep="/"), TOKENS, LABELS)
-    b = fpc.energy(twin_model.apply, params, twin_nodes, TOKENS, LABELS)
+    energy = jax.jit(fpc.energy, static_argnums=0)
+    a = energy(auto, params, traverse_util.unflatten_dict(moved, sep="/"), TOKENS, LABELS)
+    b = energy(twin_model.apply, params, twin_nodes, TOKENS, LABELS)
     np.testing.assert_allclose(a.per_example, b.per_example, rtol=1e-5)
     assert float(jnp.sum(a.per_example - a.output)) > 1.0  # the hidden nodes' energies
     step = jax.jit(lambda s: s.train_step(TOKENS, LABELS))
@@ -366,7 +367,7 @@ class ScannedEncoder(nn.Module):
 @pytest.mark.parametrize("scan_nodes", [False, True])
 def test_layers_in_a_scan_are_skipped_with_one_warning(scan_nodes):
     model = ScannedEncoder(scan_nodes=scan_nodes)
-    params = model.init(jax.random.key(1), TOKENS)["params"]
+    params = jax.jit(model.init)(jax.random.key(1), TOKENS)["params"]
     auto = fpc.with_nodes(model.apply)
     reason = "does not carry fpc.NODES" if not scan_nodes else "does not follow the data"
     with pytest.warns(UserWarning, match=f"encoder/mlp_in.*inside nn.scan.*{reason}") as caught:

@@ -1,5 +1,6 @@
 """benchmarks/: the plain-JAX yardstick computes what flax_pc computes, and the script runs."""
 
+import os
 import pathlib
 
 import jax
@@ -180,9 +181,12 @@ def test_scaling_script_checks_simulated_devices(tmp_path):
 
     script = pathlib.Path(__file__).parents[1] / "benchmarks" / "scaling.py"
     args = ["--simulate_cpu_devices", "2", "--steps", "3", "--batch_size", "64", "--repeats", "1"]
+    # At XLA's own optimisation level, not the tests' -O0 (conftest.py): the bound below
+    # is rounding (the batch sums reordered) that Adam amplifies, measured there.
+    flags = os.environ["XLA_FLAGS"].replace("--xla_backend_optimization_level=0", "")
     out = subprocess.run(
         [sys.executable, str(script), *args, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, XLA_FLAGS=flags),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "it is not a speed-up measurement" in out.stdout
@@ -232,6 +236,7 @@ def test_nnx_step_script_trains_every_variant_to_the_linen_weights(tmp_path):
     assert json.loads((tmp_path / "nnx_step.json").read_text()) == result
 
 
+@pytest.mark.slow  # the script end to end, as its siblings
 def test_compile_time_script_runs(tmp_path):
     from benchmarks import compile_time
 

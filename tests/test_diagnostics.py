@@ -25,6 +25,10 @@ class LinearChain(nn.Module):
         return nn.Dense(x.shape[-1] if self.width == 1 else 2, use_bias=False)(x)
 
 
+#: One compile of the Hessian (op by op, jax.hessian compiles each of its many ops).
+_activity_hessian = jax.jit(fpc.diagnostics.activity_hessian, static_argnums=0)
+
+
 def _constant_weights(params, weight):
     return jax.tree_util.tree_map(lambda k: jnp.full_like(k, weight), params)
 
@@ -37,9 +41,11 @@ def test_condition_number_of_a_scalar_linear_chain_is_the_closed_form(hidden, we
     with jax.enable_x64(True):
         model = LinearChain(depth=hidden + 1)
         x, y = jnp.ones((1, 1), jnp.float64), jnp.full((1, 1), 0.3, jnp.float64)
-        params = _constant_weights(model.init(jax.random.key(0), x)["params"], weight)
+        params = _constant_weights(
+            jax.eval_shape(model.init, jax.random.key(0), x)["params"], weight
+        )
         nodes = fpc.init_nodes(model.apply, params, x)
-        hessian = fpc.diagnostics.activity_hessian(model.apply, params, nodes, x, y)
+        hessian = _activity_hessian(model.apply, params, nodes, x, y)
         assert hessian.shape == (hidden, hidden)
         c = math.cos(math.pi / (hidden + 1))
         expected = (1 + weight**2 + 2 * weight * c) / (1 + weight**2 - 2 * weight * c)
@@ -53,10 +59,10 @@ def test_hessian_of_a_vector_linear_chain_is_the_block_matrix():
         model = LinearChain(depth=4, width=3)
         x = jax.random.normal(jax.random.key(1), (1, 2), jnp.float64)
         y = jax.random.normal(jax.random.key(2), (1, 2), jnp.float64)
-        params = model.init(jax.random.key(0), x)["params"]
+        params = jax.jit(model.init)(jax.random.key(0), x)["params"]
         params = jax.tree_util.tree_map(lambda k: k.astype(jnp.float64), params)
         nodes = fpc.init_nodes(model.apply, params, x)
-        hessian = np.asarray(fpc.diagnostics.activity_hessian(model.apply, params, nodes, x, y))
+        hessian = np.asarray(_activity_hessian(model.apply, params, nodes, x, y))
         # Dense kernels are [in, out]: mu_{l+1} = v_l K_{l+1}, so with A = K^T,
         # the block of v_l is I + A_{l+1}^T A_{l+1} and the coupling of v_l and v_{l+1} is -A_{l+1}.
         matrices = [np.asarray(params[f"Dense_{i}"]["kernel"]).T for i in range(4)]

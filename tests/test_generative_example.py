@@ -216,6 +216,9 @@ def test_documented_command_trains_and_saves_everything(finished, generative_con
     scores = json.loads((workdir / "scores.json").read_text())
     assert scores["num_samples"] == config.score_samples
     assert f"{config.score_samples} samples, scored by a backprop classifier" in stderr
+    # Run as with the `test` extra alone (tests/conftest.py): no TensorFlow, no summaries.
+    assert "No TensorBoard summaries" in stderr
+    assert not list(workdir.glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow

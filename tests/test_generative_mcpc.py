@@ -96,13 +96,14 @@ def test_langevin_inference_draws_noise_from_the_key(generative_config):
     state = train.create_train_state(config, jax.random.key(0))
     inputs = jnp.zeros((8, config.latent_size))
     targets = jax.random.uniform(jax.random.key(1), (8, 784))
-    params = [state.train_step(inputs, targets, rng=jax.random.key(k))[0].params for k in (2, 2, 3)]
+    step = jax.jit(lambda s, key: s.train_step(inputs, targets, rng=key))
+    params = [step(state, jax.random.key(k))[0].params for k in (2, 2, 3)]
     kernel = [np.asarray(p["Dense_0"]["kernel"]) for p in params]
     np.testing.assert_array_equal(kernel[0], kernel[1])  # the same key: the same samples
     assert not np.allclose(kernel[0], kernel[2])  # another key: others
     # SGD ignores the key.
     sgd = train.create_train_state(generative_config(), jax.random.key(0))
-    kernel = [sgd.train_step(inputs, targets, rng=jax.random.key(k))[0].params for k in (2, 3)]
+    kernel = [step(sgd, jax.random.key(k))[0].params for k in (2, 3)]
     np.testing.assert_array_equal(kernel[0]["Dense_0"]["kernel"], kernel[1]["Dense_0"]["kernel"])
 
 
@@ -120,6 +121,7 @@ def test_without_hidden_nodes_the_latent_is_the_only_node(generative_config):
     assert set(fpc.init_nodes(model.apply, params, prior)) == {models.LATENT}
 
 
+@pytest.mark.slow  # two runs of the example
 def test_mcpc_run_writes_its_scores_and_a_rerun_reuses_the_classifier(generative_config, tmp_path):
     config = generative_config(
         node_optimizer="langevin", node_momentum=0.0, hidden_nodes=False, num_epochs=2

@@ -68,8 +68,8 @@ def test_energy_and_node_gradients_are_the_formula():
     apply = lambda *a, **k: model.apply(*a, train=True, **k)  # noqa: E731
     inputs = models_bpc.with_labels(np.asarray(image), np.asarray(label))
     nodes = {f"hidden_{i + 1}": {"value": v} for i, v in enumerate(hidden)}
-    result = fpc.energy(apply, params, nodes, inputs, label)
-    expected = hand_energy(params, image, label, hidden)
+    result = jax.jit(lambda n: fpc.energy(apply, params, n, inputs, label))(nodes)
+    expected = jax.jit(hand_energy)(params, image, label, hidden)
     np.testing.assert_allclose(result.total, jnp.sum(expected), rtol=1e-5)
     per_term = fpc.node_energies(result.nodes)
     assert set(per_term) == {"hidden_1", "hidden_2", *(f"backward_term_{i}" for i in (1, 2, 3))}
@@ -77,8 +77,8 @@ def test_energy_and_node_gradients_are_the_formula():
     def total(nodes):
         return fpc.energy(apply, params, nodes, inputs, label).total
 
-    grads = jax.grad(total)(nodes)
-    hand = jax.grad(lambda h: jnp.sum(hand_energy(params, image, label, h)))(hidden)
+    grads = jax.jit(jax.grad(total))(nodes)
+    hand = jax.jit(jax.grad(lambda h: jnp.sum(hand_energy(params, image, label, h))))(hidden)
     for i in range(2):
         np.testing.assert_allclose(grads[f"hidden_{i + 1}"]["value"], hand[i], rtol=1e-4, atol=1e-5)
 
@@ -140,6 +140,7 @@ def test_generation_lowers_the_energy_and_keeps_the_top_down_start():
     )  # small steps: the energy never rises
 
 
+@pytest.mark.slow  # a run of the example
 def test_bpc_config_trains_and_draws_its_samples(mnist_config, tmp_path, caplog):
     caplog.set_level("INFO")
     config = mnist_config(model="bpc", node_learning_rate=0.1, inference_steps=8, num_epochs=2)

@@ -61,6 +61,7 @@ def test_evaluation_is_flax_s_model_unchanged():
     np.testing.assert_array_equal(predict, expected)
 
 
+@pytest.mark.slow  # a run of the example
 def test_bad_init_checkpoints_stop_before_anything_is_written(tmp_path):
     workdir = tmp_path / "run"
     with pytest.raises(workdir_lib.WorkdirError, match="init_checkpoint = .* holds no checkpoint"):

@@ -102,8 +102,9 @@ def finished(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow  # the TensorBoard summaries
 def test_documented_command_trains_and_saves_everything(finished):
+    """Run as with the ``test`` extra alone: no TensorFlow, so no TensorBoard summaries
+    (``test_tensorboard_summaries_of_every_epoch`` checks them in-process)."""
     workdir, code, stderr = finished
     assert code == 0, stderr
     last_line = stderr.strip().splitlines()[-1]
@@ -124,9 +125,33 @@ def test_documented_command_trains_and_saves_everything(finished):
     assert checkpoint_steps(workdir) == [2, 3]  # checkpoints_to_keep = 2
     config = json.loads((workdir / "config.json").read_text())
     assert config["dataset"] == "synthetic" and config["hidden_sizes"] == [32, 32]
-    assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard summaries"
+    assert "No TensorBoard summaries" in stderr and "pip install tensorflow-cpu" in stderr
+    assert not list(workdir.glob("events.out.tfevents.*"))
     png = (workdir / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow  # a run of the example
+def test_tensorboard_summaries_of_every_epoch(mnist_config, tmp_path):
+    """With TensorFlow, a run writes its hyperparameters and each epoch's record as scalars."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    train.train_and_evaluate(mnist_config(**{**SHORT, "num_epochs": 2}), str(tmp_path))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    records = read_metrics(tmp_path)
+    scalars = {
+        "test_accuracy": [r["test_accuracy"] for r in records],
+        "energy_per_step/4": [r["energy_per_step"][4] for r in records],
+        "node_energies/PCNode_1": [r["node_energies"]["PCNode_1"] for r in records],
+    }
+    for key, expected in scalars.items():
+        tensors = events.Tensors(key)
+        assert [t.step for t in tensors] == [1, 2], key
+        np.testing.assert_allclose([make_ndarray(t.tensor_proto) for t in tensors], expected)
+    assert events.PluginTagToContent("hparams")  # the config, as hyperparameters
 
 
 def test_user_error_is_one_line_and_exit_code_1(tmp_path):
@@ -395,6 +420,7 @@ def test_tfds_mnist_in_process(mnist_config, tmp_path, monkeypatch):
     assert record["examples_per_second"] > 0 and record["epoch"] == 1
 
 
+@pytest.mark.slow  # two runs of the example
 def test_an_epoch_whose_inference_raised_the_energy_is_warned_about(tmp_path, mnist_config, caplog):
     caplog.set_level("WARNING")
     # A node step far too large: inference overshoots and climbs the energy.

@@ -50,6 +50,8 @@ def weights(state):
 
 @pytest.mark.slow
 def test_documented_command_trains_and_saves_everything(finished):
+    """Run as with the ``test`` extra alone: no TensorFlow, so no TensorBoard summaries
+    (``test_tensorboard_summaries_of_every_epoch`` checks them in-process)."""
     workdir, code, stderr = finished
     assert code == 0, stderr
     assert "NNX model 'mlp' (26,506 params)" in stderr  # the linen MLP's count
@@ -68,9 +70,31 @@ def test_documented_command_trains_and_saves_everything(finished):
 
     assert checkpoint_steps(workdir) == [2, 3]  # checkpoints_to_keep = 2
     assert json.loads((workdir / "config.json").read_text())["flax_api"] == "nnx"
-    assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard summaries"
+    assert "No TensorBoard summaries" in stderr
+    assert not list(workdir.glob("events.out.tfevents.*"))
     png = (workdir / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow  # a run of the example
+def test_tensorboard_summaries_of_every_epoch(nnx_config, tmp_path):
+    """With TensorFlow, an NNX run writes each epoch's record as scalars, its nodes' too."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    train_nnx.train_and_evaluate(nnx_config(**{**SHORT, "num_epochs": 2}), str(tmp_path))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    records = read_metrics(tmp_path)
+    scalars = {
+        "test_accuracy": [r["test_accuracy"] for r in records],
+        "node_energies/nodes/1": [r["node_energies"]["nodes/1"] for r in records],
+    }
+    for key, expected in scalars.items():
+        tensors = events.Tensors(key)
+        assert [t.step for t in tensors] == [1, 2], key
+        np.testing.assert_allclose([make_ndarray(t.tensor_proto) for t in tensors], expected)
 
 
 @pytest.mark.slow

@@ -62,6 +62,7 @@ LONG = ("--config.num_epochs=60", "--config.synthetic_train_size=2048")
 # --- One run per workdir --------------------------------------------------------
 
 
+@pytest.mark.slow  # runs of the example
 def test_a_held_workdir_is_refused_before_anything_is_touched(tmp_path):
     workdir = tmp_path / "run"
     train.train_and_evaluate(_config(num_epochs=1), str(workdir))
@@ -128,6 +129,7 @@ def _break(checkpoint_dir):
             path.write_bytes(b"not a checkpoint")
 
 
+@pytest.mark.slow  # runs of the example
 def test_an_unreadable_newest_checkpoint_falls_back(tmp_path, caplog):
     whole = tmp_path / "whole"
     train.train_and_evaluate(_config(), str(whole))
@@ -148,6 +150,7 @@ def test_an_unreadable_newest_checkpoint_falls_back(tmp_path, caplog):
     ]
 
 
+@pytest.mark.slow  # runs of the example
 @pytest.mark.tensorflow
 def test_tensorboard_shows_each_epoch_once_after_a_fallback(tmp_path):
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
@@ -162,6 +165,7 @@ def test_tensorboard_shows_each_epoch_once_after_a_fallback(tmp_path):
     assert [e.step for e in events.Tensors("test_accuracy")] == [1, 2, 3]
 
 
+@pytest.mark.slow  # runs of the example
 def test_no_readable_checkpoint_is_an_error_and_moves_nothing(tmp_path):
     workdir = tmp_path / "broken"
     train.train_and_evaluate(_config(), str(workdir))
@@ -175,6 +179,7 @@ def test_no_readable_checkpoint_is_an_error_and_moves_nothing(tmp_path):
     assert not (workdir / workdir_lib.UNREADABLE_DIR).exists()
 
 
+@pytest.mark.slow  # runs of the example
 def test_a_checkpoint_of_another_model_does_not_fit(tmp_path):
     workdir = tmp_path / "run"
     train.train_and_evaluate(_config(num_epochs=1), str(workdir))

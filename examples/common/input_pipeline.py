@@ -276,7 +276,8 @@ def load_tfds(name: str, tfds_data_dir: str | None = None) -> Splits:
 
     def read(split: str) -> tuple[np.ndarray, np.ndarray]:
         # Iterate: `batch_size=-1` aborts the process under tfds.testing.mock_data.
-        dataset = builder.as_dataset(split=split).batch(10_000)
+        # (TFDS's decorated as_dataset hides its parameters from type checkers.)
+        dataset = builder.as_dataset(split=split).batch(10_000)  # pyright: ignore[reportCallIssue]
         images, labels = [], []
         for batch in tfds.as_numpy(dataset):
             images.append(batch["image"])

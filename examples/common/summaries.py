@@ -78,10 +78,12 @@ def _purge_summaries_after(workdir: pathlib.Path, epoch: int) -> None:
         if (stamp := path.name[len(prefix) :].split(".")[0]).isdigit()
     ]
     stamp = max([int(time.time()) - 1, *stamps])
-    restart = event_pb2.Event(
+    # Generated protobuf classes, which type checkers cannot see.
+    event, session_log = event_pb2.Event, event_pb2.SessionLog  # pyright: ignore[reportAttributeAccessIssue]
+    restart = event(
         wall_time=time.time(),
         step=epoch + 1,
-        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
+        session_log=session_log(status=session_log.START),
     )
     with tempfile.TemporaryDirectory(dir=workdir) as folder:
         writer = EventFileWriter(folder)

@@ -278,7 +278,7 @@ class Workdir:
             if not weights:
                 raise ValueError("Workdir.resume: config.init_checkpoint needs `weights`.")
             like = {name: _entry(state, name) for name in weights}
-            parts, init_epoch = load_init_checkpoint(init_checkpoint, like)
+            parts, init_epoch = load_init_checkpoint(str(init_checkpoint), like)
             state = _with_entries(state, parts)
         checkpoints = checkpoints_lib.open_manager(
             self.path / "checkpoints", self.config.checkpoints_to_keep

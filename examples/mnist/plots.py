@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # Files only: no display needed, none opened.
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def plot_curves(
     if len(records) <= 10:
         ax_energy.legend(title="epoch", fontsize="small", ncols=2)
     else:
-        mappable = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(epochs[0], epochs[-1]))
+        mappable = plt.cm.ScalarMappable(cmap="viridis", norm=Normalize(epochs[0], epochs[-1]))
         fig.colorbar(mappable, ax=ax_energy, label="epoch")
 
     for ax in (ax_loss, ax_acc):
