@@ -43,7 +43,7 @@ import optax
 
 import flax_pc as fpc
 from benchmarks import data, harness
-from examples.mnist.models import ResidualMLP
+from examples.mnist.models_deep import ResidualMLP
 
 #: variant -> (parameterization, node latent, algorithm, node lr, weight lr)
 VARIANTS: dict[

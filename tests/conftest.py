@@ -88,7 +88,9 @@ class _TensorFlow:
         self.hidden.update((n, m) for n in loaded if (m := sys.modules[n]) is not None)
         for name in [*TENSORFLOW_PACKAGES, *loaded]:
             sys.modules[name] = None  # pyright: ignore[reportArgumentType]
-        self._python_path = os.environ.get("PYTHONPATH")
+        # Without the folder: xdist's workers inherit the PYTHONPATH of a hiding process.
+        given = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        self._python_path = os.pathsep.join(p for p in given if p and p != HIDING_FOLDER) or None
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HIDING_FOLDER, self._python_path]))
 
     def show(self, test):

@@ -110,7 +110,7 @@ def assert_config_error(validate_config, config, field, value, message):
 
     import pytest
 
-    from examples.common.config_checks import ConfigError
+    from examples.common.workdir import ConfigError
 
     config = with_overrides(config, {field: value})
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 
 import flax_pc as fpc
-from examples.common import loops
 from examples.common import workdir as workdir_lib
-from examples.common.activations import ACTIVATIONS
-from examples.common.config_checks import ConfigError
-from examples.mnist import models, models_bpc, train, train_nnx
+from examples.common.workdir import ConfigError
+from examples.mnist import models, models_bpc, models_deep, train, train_nnx
+from examples.mnist.models import ACTIVATIONS
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -413,7 +412,7 @@ def test_train_state_for_config(name, num_params, num_nodes, model_state):
 
 
 def test_resnet_shapes_and_projections():
-    model = models.ResNet(stem_features=4, stage_features=(4, 8), blocks_per_stage=2)
+    model = models_deep.ResNet(stem_features=4, stage_features=(4, 8), blocks_per_stage=2)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
     params = variables["params"]
     assert "projection" not in params["ResidualBlock_0"]  # 4 -> 4 at 14x14: identity skip
@@ -431,14 +430,19 @@ def test_resnet_shapes_and_projections():
     assert shapes == [(3, 7, 7, 8)] * 2 + [(3, 14, 14, 4)] * 3
 
 
-@pytest.mark.parametrize("conv, expected", [(False, "epoch"), (True, "batch")])
-def test_auto_loop(conv, expected, monkeypatch):
+@pytest.mark.parametrize(
+    "model, expected", [("mlp", "epoch"), ("cnn", "batch"), ("flax_cnn", "batch")]
+)
+def test_auto_loop(model, expected, monkeypatch):
+    config = load_config("default")
+    config.model = model
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert loops.resolve("auto", conv) == expected
+    assert train.resolve_loop(config) == expected
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert loops.resolve("auto", conv) == "epoch"
-    assert loops.resolve("batch", conv) == "batch"
-    assert loops.resolve("epoch", conv) == "epoch"
+    assert train.resolve_loop(config) == "epoch"
+    for loop in ("batch", "epoch"):
+        config.loop = loop
+        assert train.resolve_loop(config) == loop
 
 
 def test_normal_node_init_draws_from_the_node_rng():

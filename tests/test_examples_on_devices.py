@@ -110,7 +110,7 @@ def test_a_killed_process_ends_the_run_and_a_rerun_resumes(tmp_path):
     assert code != 0
     assert time.monotonic() - start < 120
     _finish(second, timeout=30)  # reaps it and closes its pipes
-    rerun = _processes(workdir, "--config.num_epochs=3", "--heartbeat_timeout=10")
+    rerun = _processes(workdir, "--config.num_epochs=3", long[1], "--heartbeat_timeout=10")
     for code, err in [_finish(p) for p in rerun]:
         assert code == 0, err[-3000:]
         assert "Resuming from epoch" in err
@@ -153,7 +153,9 @@ def test_sigterm_to_one_process_stops_every_process_after_the_same_epoch(tmp_pat
         assert code == 1, err[-3000:]
         lasts.append(err.strip().splitlines()[-1])
     assert lasts[0] == lasts[1], lasts
-    assert lasts[0].startswith("Error: stopped by a preemption notice (SIGTERM) in epoch "), lasts
+    assert lasts[0].startswith("Error: stopped by a preemption notice (SIGTERM) after epoch "), (
+        lasts
+    )
     resume = int(lasts[0].rsplit("resume from epoch ", 1)[1].rstrip("."))
     assert max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == resume
     assert len(_accuracies(workdir)) == resume  # metrics.jsonl: every saved epoch, no more

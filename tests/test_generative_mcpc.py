@@ -15,7 +15,7 @@ import scipy.linalg
 
 import flax_pc as fpc
 from examples.common import input_pipeline
-from examples.common.config_checks import ConfigError
+from examples.common.workdir import ConfigError
 from examples.generative import models, scores, train
 
 # --- Scores ----------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """Code the examples share.
 
-``workdir`` is the one interface a ``train.py`` uses for operations (the
-workdir's lock, records, checkpoints, summaries, stop signals, the epoch
-loop; ``checkpoints`` and ``summaries`` are its parts); ``cli`` the command
-line; ``input_pipeline`` the data; ``loops`` an epoch of training;
-``config_checks`` and ``activations`` the config fields.
+``workdir``: the command line, the run's workdir (lock, records, checkpoints,
+TensorBoard, curves, stop signals) and the config checks; ``input_pipeline``:
+the data; ``image_grid``: pictures of images.
 """

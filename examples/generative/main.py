@@ -3,15 +3,13 @@
     python examples/generative/main.py --config=configs/generative.py \
         --workdir=workdir/generative --config.data_dir=path/to/fashion_mnist
 
-The logic lives in ``train.py``; the flags in ``examples.common.cli``.
+The logic lives in ``train.py``; the flags in ``examples/common/workdir.py``.
 """
 
 from absl import app
 
-from examples.common import cli
+from examples.common import workdir
 from examples.generative import train
 
-main = cli.make_main(train.train_and_evaluate)
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(workdir.make_main(train.train_and_evaluate))

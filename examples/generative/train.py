@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -39,11 +38,12 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from examples.common import image_grid, input_pipeline, loops
+from examples.common import image_grid, input_pipeline
 from examples.common import workdir as workdir_lib
-from examples.common.activations import ACTIVATIONS
-from examples.common.config_checks import ConfigError, FieldChecker
-from examples.generative import models, plots, scores
+from examples.common.workdir import ConfigError, FieldChecker
+from examples.generative import models, scores
+from examples.mnist import train as mnist_train
+from examples.mnist.models import ACTIVATIONS
 
 Config = ml_collections.ConfigDict
 #: Output energies, and how each turns the model's output into an image.
@@ -100,12 +100,6 @@ def create_model(config: Config) -> models.Decoder:
         to_image=TO_IMAGE[config.output_energy],
         hidden_nodes=config.hidden_nodes,
     )
-
-
-def model_fields(config: Config) -> tuple[str, ...]:
-    """What defines the run's model, which a resume must keep: the data, and the
-    fields :func:`create_model` reads (found by reading them)."""
-    return ("dataset", *workdir_lib.fields_read(create_model, config))
 
 
 def create_node_optimizer(learning_rate: float, momentum: float) -> optax.GradientTransformation:
@@ -222,17 +216,6 @@ def make_evaluate(config: Config) -> Callable[..., tuple[dict, dict]]:
     return evaluate
 
 
-@jax.jit
-def summarize_epoch(metrics):
-    """Reduces ``train_epoch``'s per-batch metrics to per-epoch means."""
-    return {
-        "train_energy": jnp.mean(metrics["energy"][:, -1]),
-        "energy_per_step": jnp.mean(metrics["energy"], axis=0),
-        "node_energies": jax.tree_util.tree_map(jnp.mean, metrics["node_energies"]),
-        "energy_rose": jnp.mean(metrics["energy_rose"]),  # the fraction of batches
-    }
-
-
 def save_samples(
     config: Config,
     params: Any,
@@ -295,12 +278,20 @@ def score_samples(
     return result
 
 
+#: The panels of curves.png (besides the energy during inference): the record keys drawn.
+CURVES = {
+    "Held-out MSE per pixel": (
+        "test_mse", "masked_mse", "mean_image_mse", "denoised_mse", "noisy_mse"
+    ),
+    "Training energy after inference": ("train_energy",),
+}  # fmt: skip
+
+
 def log_line(r: dict[str, Any]) -> str:
     return (
         f"train energy {r['train_energy']:.2f}, test MSE {r['test_mse']:.4f}, bottom half from "
         f"top half {r['masked_mse']:.4f} (mean image {r['mean_image_mse']:.4f}), denoised "
-        f"{r['denoised_mse']:.4f} (noisy {r['noisy_mse']:.4f}) ({r['seconds']:.1f} s, of which "
-        f"training {r['train_seconds']:.1f} s)"
+        f"{r['denoised_mse']:.4f} (noisy {r['noisy_mse']:.4f}) ({r['seconds']:.1f} s)"
     )
 
 
@@ -308,90 +299,83 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
     """Trains the decoder for ``config.num_epochs``, evaluating after each epoch.
 
     Resumes from the newest readable checkpoint in ``workdir``. Bad input (a
-    config field, the data, the workdir) raises one of
-    ``examples.common.cli.USER_ERRORS`` before anything in ``workdir`` changes.
+    config field, the data, the workdir) raises a
+    :class:`~examples.common.workdir.UserError` before anything in ``workdir`` changes.
     """
     validate_config(config)
-    with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
+    with workdir_lib.Workdir(workdir, config) as run:
         parallel = fpc.DataParallel.create()
         splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)
         keys = jax.random.split(jax.random.key(config.seed), 5)
         init_rng, data_rng, noise_rng, sample_rng, score_rng = keys
         eval_set = parallel.replicate(workdir_lib.to_host(make_eval_set(config, splits, noise_rng)))
-        logging.info(
-            f"{config.dataset}: {num_train} training images, {config.eval_size} of the "
-            f"{len(splits.test_images)} test images held out for evaluation."
-        )
         with workdir_lib.config_errors():  # flax_pc checks its own arguments here
             state = parallel.replicate(create_train_state(config, init_rng))
-        decoder = "-".join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE)))
         logging.info(
-            f"Decoder {decoder}, {config.output_energy} output energy, "
+            f"{config.dataset}: {num_train} training images, {config.eval_size} test images "
+            f"held out. Decoder {decoder_name(config)}, {config.output_energy} output energy, "
             f"{sum(p.size for p in jax.tree_util.tree_leaves(state.params)):,} params; "
             f"{config.inference_steps} inference steps ({config.eval_inference_steps} at test "
             f"time); on {workdir_lib.describe_devices(parallel.num_devices)}."
         )
-        state = run.resume(state)
-
         # The model's input is the prior mean for every example; the images are its targets.
         # Each process puts its share of them on its devices.
         images = splits.train_images[:num_train].reshape(-1, IMAGE_SIZE)
         prior = np.zeros((num_train, config.latent_size), np.float32)
         train_images, prior = parallel.shard(input_pipeline.process_share((images, prior)))
-        train_epoch = loops.make_train_epoch("epoch", config.batch_size, parallel.batch_sharding)
+        train_epoch = mnist_train.make_train_epoch(
+            "epoch", config.batch_size, parallel.batch_sharding
+        )
         evaluate = make_evaluate(config)
-        examples_per_epoch = (num_train // config.batch_size) * config.batch_size
-        last_images = None
+        state = run.resume(state)
 
         def run_epoch(state, epoch):
-            nonlocal last_images
-            start = time.perf_counter()
             rng = jax.random.fold_in(data_rng, epoch)
             state, metrics = train_epoch(state, prior, train_images, rng)
-            summary = jax.block_until_ready(summarize_epoch(metrics))
-            train_seconds = time.perf_counter() - start
-            eval_metrics, last_images = evaluate(state.params, eval_set)
             return state, {
-                "train_energy": summary["train_energy"],
-                **eval_metrics,
-                "train_seconds": train_seconds,
-                "examples_per_second": examples_per_epoch / train_seconds,
-                "energy_per_step": summary["energy_per_step"],
-                "node_energies": summary["node_energies"],
-            }
+                **mnist_train.summarize_epoch(metrics), **evaluate(state.params, eval_set)[0]
+            }  # fmt: skip
 
         rates = ("node_learning_rate", "eval_node_learning_rate", "learning_rate")
-        state = run.train(state, run_epoch, log_line=log_line, learning_rates=rates)
-        if not workdir_lib.is_primary():  # process 0 reports and draws
-            return state
-
-        epochs = max(config.num_epochs, run.start_epoch)
-        if last_images is None:  # Nothing trained in this run: evaluate the restored state.
-            final, last_images = evaluate(state.params, eval_set)
-            final = {k: float(v) for k, v in workdir_lib.to_host(final).items()}
-        else:
-            final = run.history[-1]
-        method = "MCPC" if config.node_optimizer == "langevin" else "PC"
-        title = f"{method} decoder {decoder} on {config.dataset}, {config.output_energy}"
-        title += f", after {epochs} epochs"
-        if run.history:
-            plots.plot_curves(run.history, run.path / "curves.png", title=title)
-        params, eval_set, last_images = workdir_lib.to_host((state.params, eval_set, last_images))
-        samples = run.path / "samples.png"
-        save_samples(config, params, eval_set, last_images, sample_rng, samples, title)
-        result = score_samples(config, params, splits, score_rng, run.path)
-        s, data = result["samples"], result["training_images"]
-        logging.info(
-            f"{config.score_samples} samples, scored by a backprop classifier "
-            f"({100 * result['classifier_test_accuracy']:.1f}% test accuracy): "
-            f"{100 * s['confident']:.1f}% confidently classified (training images "
-            f"{100 * data['confident']:.1f}%), label entropy {s['label_entropy']:.3f} nats "
-            f"({data['label_entropy']:.3f}; ln 10 = 2.303), Fréchet distance to the test images "
-            f"{s['frechet_distance']:.2f} ({data['frechet_distance']:.2f}). In scores.json."
+        examples = (num_train // config.batch_size) * config.batch_size
+        state = run.train(
+            state, run_epoch, log_line=log_line, learning_rates=rates, examples_per_epoch=examples
         )
-        logging.info(
-            f"Final held-out reconstruction MSE {final['test_mse']:.4f}; bottom half from the top "
-            f"half {final['masked_mse']:.4f} vs {final['mean_image_mse']:.4f} for the mean image "
-            f"(after {epochs} epochs)."
-        )
+        if workdir_lib.is_primary():  # process 0 reports and draws
+            report(config, state, run, splits, eval_set, evaluate, (sample_rng, score_rng))
     return state
+
+
+def decoder_name(config: Config) -> str:
+    """``'16-256-784'``: the decoder's widths, from the latent to the image."""
+    return "-".join(map(str, (config.latent_size, *config.hidden_sizes, IMAGE_SIZE)))
+
+
+def report(config, state, run, splits, eval_set, evaluate, rngs) -> None:
+    """Draws ``curves.png``, ``samples.png`` and ``generated.png``, writes ``scores.json``, logs."""
+    sample_rng, score_rng = rngs
+    final, last_images = evaluate(state.params, eval_set)
+    final = {k: float(v) for k, v in workdir_lib.to_host(final).items()}
+    epochs = max(config.num_epochs, run.start_epoch)
+    method = "MCPC" if config.node_optimizer == "langevin" else "PC"
+    title = f"{method} decoder {decoder_name(config)} on {config.dataset}, "
+    title += f"{config.output_energy}, after {epochs} epochs"
+    if run.history:
+        workdir_lib.plot_curves(run.history, run.path / "curves.png", CURVES, title)
+    params, eval_set, last_images = workdir_lib.to_host((state.params, eval_set, last_images))
+    save_samples(config, params, eval_set, last_images, sample_rng, run.path / "samples.png", title)
+    result = score_samples(config, params, splits, score_rng, run.path)
+    s, data = result["samples"], result["training_images"]
+    logging.info(
+        f"{config.score_samples} samples, scored by a backprop classifier "
+        f"({100 * result['classifier_test_accuracy']:.1f}% test accuracy): "
+        f"{100 * s['confident']:.1f}% confidently classified (training images "
+        f"{100 * data['confident']:.1f}%), label entropy {s['label_entropy']:.3f} nats "
+        f"({data['label_entropy']:.3f}; ln 10 = 2.303), Fréchet distance to the test images "
+        f"{s['frechet_distance']:.2f} ({data['frechet_distance']:.2f}). In scores.json."
+    )
+    logging.info(
+        f"Final held-out reconstruction MSE {final['test_mse']:.4f}; bottom half from the top "
+        f"half {final['masked_mse']:.4f} vs {final['mean_image_mse']:.4f} for the mean image "
+        f"(after {epochs} epochs)."
+    )

@@ -34,7 +34,7 @@ from absl import logging
 
 import flax_pc as fpc
 from examples.common import input_pipeline
-from examples.common.config_checks import FieldChecker
+from examples.common.workdir import FieldChecker
 from examples.memory import models, plots
 
 #: An ``ml_collections.ConfigDict`` of ``configs/memory.py``'s fields (see validate_config).
@@ -45,7 +45,7 @@ CUES = ("half_masked", "noisy")
 
 
 def validate_config(config: Config) -> None:
-    """Raises :class:`~examples.common.config_checks.ConfigError` on the first bad field."""
+    """Raises :class:`~examples.common.workdir.ConfigError` on the first bad field."""
     check = FieldChecker(config)
     check.data_fields(input_pipeline.DATASETS)
     check.sizes("memories")

@@ -11,6 +11,7 @@ summaries, a checkpoint per epoch and curves.png; a rerun resumes.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,21 +23,14 @@ import optax
 from absl import logging
 
 import flax_pc as fpc
-from examples.common import input_pipeline, loops
+from examples.common import input_pipeline
 from examples.common import workdir as workdir_lib
-from examples.common.activations import ACTIVATIONS
-from examples.common.config_checks import FieldChecker
-from examples.mnist import generate, models, models_bpc, plots
+from examples.common.workdir import FieldChecker
+from examples.mnist import models
+from examples.mnist.models import ACTIVATIONS
 
 Config = ml_collections.ConfigDict
 OUTPUT_ENERGIES = {name: getattr(fpc.energies, name) for name in ("squared_error", "cross_entropy")}
-
-
-def pc_node(c: Config) -> functools.partial:
-    """``fpc.PCNode`` with the config's node fields (the library's names)."""
-    return functools.partial(
-        fpc.PCNode, value_init=c.value_init, value_init_stddev=c.value_init_stddev, latent=c.latent
-    )
 
 
 def shared(c: Config) -> dict[str, Any]:
@@ -44,34 +38,41 @@ def shared(c: Config) -> dict[str, Any]:
     return {"act": ACTIVATIONS[c.activation], "node": pc_node(c), "dropout_rate": c.dropout_rate}
 
 
+def pc_node(c: Config) -> functools.partial:
+    """``fpc.PCNode`` with the config's node fields (the library's names)."""
+    fields = ("value_init", "value_init_stddev", "latent")
+    return functools.partial(fpc.PCNode, **{name: c[name] for name in fields})
+
+
+def module(name: str) -> Any:
+    """``examples.mnist.<name>``, imported when a config first asks for one of its models."""
+    return importlib.import_module(f"examples.mnist.{name}")
+
+
 #: ``config.model``: the model it names, built from the config ``c``; each is used
 #: as ``model.init(rngs, x, train=False)`` and ``model.apply(variables, x, train=...)``.
 MODELS: dict[str, Callable[[Config], Any]] = {
     "mlp": lambda c: models.MLP(tuple(c.hidden_sizes), **shared(c)),
     "cnn": lambda c: models.CNN(tuple(c.conv_features), tuple(c.hidden_sizes), **shared(c)),
-    "resnet": lambda c: models.ResNet(
+    "resnet": lambda c: module("models_deep").ResNet(
         c.resnet_stem_features,
         tuple(c.resnet_stage_features),
         c.resnet_blocks_per_stage,
         **shared(c),
-    ),
-    "residual_mlp": lambda c: models.ResidualMLP(
+    ),  # fmt: skip
+    "residual_mlp": lambda c: module("models_deep").ResidualMLP(
         c.depth, c.width, mupc=c.parameterization == "mupc", **shared(c)
     ),
     "flax_cnn": lambda c: models.WithNodes(models.FlaxCNN(), pc_node(c)),
-    "bpc": lambda c: models_bpc.BPC(tuple(c.hidden_sizes), c.backward_precision, **shared(c)),
+    "bpc": lambda c: module("models_bpc").BPC(
+        tuple(c.hidden_sizes), c.backward_precision, **shared(c)
+    ),
 }
 
 
 def create_model(config: Config) -> Any:
     """The model ``config.model`` names."""
     return MODELS[config.model](config)
-
-
-def model_fields(config: Config) -> tuple[str, ...]:
-    """What defines the run's model, which a resume must keep: the data, and the
-    fields :func:`create_model` reads for ``config.model`` (found by reading them)."""
-    return ("dataset", *workdir_lib.fields_read(create_model, config))
 
 
 def validate_config(config: Config) -> None:
@@ -177,6 +178,31 @@ def evaluate(state, test_set, *, predict, batch_size) -> dict[str, Any]:
     return {"test_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels), "test_loss": loss.mean()}
 
 
+def make_train_epoch(loop: str, batch_size: int, batch_sharding: Any = None) -> Any:
+    """``train_epoch(state, inputs, targets, rng) -> (state, metrics)``, jitted, state donated.
+
+    ``loop='epoch'``: :func:`flax_pc.train_epoch`, one XLA call; ``'batch'`` (a
+    conv net on CPU): a loop over one jitted step (``examples/common/batch_loop.py``).
+    """
+    if loop == "batch":
+        from examples.common import batch_loop
+
+        return batch_loop.make_train_epoch(batch_size, batch_sharding)
+    statics = ("batch_size", "batch_sharding")
+    epoch = jax.jit(fpc.train_epoch, static_argnames=statics, donate_argnames="state")
+    return functools.partial(epoch, batch_size=batch_size, batch_sharding=batch_sharding)
+
+
+def resolve_loop(config: Config) -> str:
+    """``config.loop`` with ``'auto'`` decided: ``'batch'`` for a conv net on CPU."""
+    conv = config.model in ("cnn", "resnet", "flax_cnn") and jax.default_backend() == "cpu"
+    return config.loop if config.loop != "auto" else ("batch" if conv else "epoch")
+
+
+#: The panels of curves.png (besides the energy during inference): the record keys drawn.
+CURVES = {"Loss (output energy)": ("train_loss", "test_loss"), "Test accuracy": ("test_accuracy",)}
+
+
 def log_line(r: dict[str, Any]) -> str:
     return (
         f"train energy {r['train_energy']:.4f}, train loss {r['train_loss']:.4f}, test accuracy "
@@ -188,19 +214,19 @@ def log_line(r: dict[str, Any]) -> str:
 def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
     """Trains ``config``'s model to ``config.num_epochs``, resuming ``workdir``'s run if any.
 
-    Bad input (a config field, the data, the workdir) raises one of
-    ``examples.common.cli.USER_ERRORS`` before anything in ``workdir`` changes.
+    Bad input (a config field, the data, the workdir) raises a
+    :class:`~examples.common.workdir.UserError` before anything in ``workdir`` changes.
     """
     validate_config(config)
     FieldChecker(config).requires("flax_api", config.flax_api == "linen", "runs in train_nnx.py")
-    with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
+    with workdir_lib.Workdir(workdir, config) as run:
         parallel = fpc.DataParallel.create()
         splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)
         init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
         steps_per_epoch = num_train // config.batch_size
         with workdir_lib.config_errors():  # flax_pc checks its own arguments here
             state = parallel.replicate(create_train_state(config, init_rng, steps_per_epoch))
-        loop = loops.resolve(config.loop, conv=config.model in ("cnn", "resnet", "flax_cnn"))
+        loop = resolve_loop(config)
         params = jax.tree_util.tree_leaves(state.params)
         logging.info(
             f"{config.dataset}: {num_train} training and {len(splits.test_images)} test images. "
@@ -212,11 +238,11 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
         one_hot = np.eye(input_pipeline.NUM_CLASSES, dtype=np.float32)[splits.train_labels]
         images = splits.train_images
         if config.model == "bpc":  # bPC's input holds the label too
-            images = models_bpc.with_labels(images, one_hot)
+            images = module("models_bpc").with_labels(images, one_hot)
         train_set = (images[:num_train], one_hot[:num_train])
         train_images, train_targets = parallel.shard(input_pipeline.process_share(train_set))
         test_set = parallel.replicate((splits.test_images, splits.test_labels))
-        train_epoch = loops.make_train_epoch(loop, config.batch_size, parallel.batch_sharding)
+        train_epoch = make_train_epoch(loop, config.batch_size, parallel.batch_sharding)
         predict = functools.partial(create_model(config).apply, train=False)
         evaluate_state = functools.partial(
             evaluate, test_set=test_set, predict=predict, batch_size=config.eval_batch_size
@@ -237,9 +263,9 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
         if run.history:  # process 0, after training or in a finished workdir
             accuracy = run.history[-1]["test_accuracy"]
             title = f"{config.model.upper()} on {config.dataset}, algorithm {config.algorithm!r}"
-            plots.plot_curves(run.history, run.path / "curves.png", title=title)
+            workdir_lib.plot_curves(run.history, run.path / "curves.png", CURVES, title)
             if config.model == "bpc":  # bPC generates too: an image per clamped label
-                generate.save_samples(config, create_model(config), state, run.path)
+                module("generate").save_samples(config, create_model(config), state, run.path)
         else:
             accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
         epochs = max(config.num_epochs, run.start_epoch)

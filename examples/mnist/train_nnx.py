@@ -25,11 +25,11 @@ from absl import logging
 from flax import nnx
 
 import flax_pc as fpc
-from examples.common import input_pipeline, loops
+from examples.common import input_pipeline
 from examples.common import workdir as workdir_lib
-from examples.common.activations import ACTIVATIONS
-from examples.common.config_checks import FieldChecker
-from examples.mnist import models_nnx, plots, train
+from examples.common.workdir import FieldChecker
+from examples.mnist import models_nnx, train
+from examples.mnist.models import ACTIVATIONS
 
 Config = train.Config
 
@@ -72,11 +72,6 @@ def create_model(config: Config, rngs: nnx.Rngs) -> models_nnx.MLP:
 def abstract_model(config: Config) -> models_nnx.MLP:
     """The model of ``config`` with its arrays as shapes (``nnx.eval_shape``: nothing computed)."""
     return nnx.eval_shape(lambda: create_model(config, nnx.Rngs(0)))
-
-
-def model_fields(config: Config) -> tuple[str, ...]:
-    """What defines the run's model, which a resume must keep (as ``train.model_fields``)."""
-    return ("dataset", "flax_api", *workdir_lib.fields_read(abstract_model, config))
 
 
 def create_model_and_optimizer(
@@ -163,7 +158,7 @@ def train_and_evaluate(config: Config, workdir: str) -> nnx.State:
     as in ``train.py``, before anything in ``workdir`` changes.
     """
     validate_config(config)
-    with workdir_lib.Workdir(workdir, config, model_fields=model_fields(config)) as run:
+    with workdir_lib.Workdir(workdir, config) as run:
         parallel = fpc.DataParallel.create()
         splits, num_train = input_pipeline.load_splits(config, parallel.num_devices)
         init_rng, data_rng = jax.random.split(jax.random.key(config.seed))
@@ -174,7 +169,7 @@ def train_and_evaluate(config: Config, workdir: str) -> nnx.State:
         train_images, train_targets = parallel.shard(input_pipeline.process_share(train_set))
         test_set = parallel.replicate((splits.test_images, splits.test_labels))
 
-        loop = loops.resolve(config.loop, conv=False)
+        loop = train.resolve_loop(config)
         with workdir_lib.config_errors():  # fpc.nnx.train_step checks its arguments here
             model, optimizer = create_model_and_optimizer(config, init_rng, steps_per_epoch)
             graphdef, state = nnx.split({"model": model, "optimizer": optimizer})
@@ -209,7 +204,7 @@ def train_and_evaluate(config: Config, workdir: str) -> nnx.State:
         if run.history:  # process 0, after training or in a finished workdir
             accuracy = run.history[-1]["test_accuracy"]
             title = f"NNX MLP on {config.dataset}, algorithm {config.algorithm!r}"
-            plots.plot_curves(run.history, run.path / "curves.png", title=title)
+            workdir_lib.plot_curves(run.history, run.path / "curves.png", train.CURVES, title)
         else:
             accuracy = workdir_lib.to_host(evaluate_state(state))["test_accuracy"]
         epochs = max(config.num_epochs, run.start_epoch)

@@ -34,7 +34,7 @@ from absl import logging
 
 import flax_pc as fpc
 from examples.common import input_pipeline
-from examples.common.config_checks import FieldChecker
+from examples.common.workdir import FieldChecker
 from examples.temporal import models, plots
 from flax_pc import temporal
 
@@ -43,7 +43,7 @@ Config = Any
 
 
 def validate_config(config: Config) -> None:
-    """Raises :class:`~examples.common.config_checks.ConfigError` on the first bad field."""
+    """Raises :class:`~examples.common.workdir.ConfigError` on the first bad field."""
     check = FieldChecker(config)
     check.data_fields(input_pipeline.DATASETS)
     check.check("angle", isinstance(config.angle, (int, float)), "a number (radians)")
