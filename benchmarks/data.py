@@ -6,21 +6,15 @@ one-hot float32 targets); the benchmark puts them on the device once.
 
 from __future__ import annotations
 
-import gzip
 import pathlib
 from typing import NamedTuple
 
 import numpy as np
 
+from examples.common import idx_files
+
 #: Where the repository keeps the shared data sets (``<repo>/../shared/...``).
 DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/fashion_mnist"
-
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 
 class Dataset(NamedTuple):
@@ -33,23 +27,12 @@ class Dataset(NamedTuple):
     name: str
 
 
-def read_idx(path: pathlib.Path) -> np.ndarray:
-    """Reads one (gzipped) IDX file into an array of its stored shape and dtype."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if raw[2] != 0x08:
-        raise ValueError(f"{path}: only unsigned-byte IDX files are supported.")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def has_idx_files(data_dir: str | pathlib.Path | None) -> bool:
     """Whether ``data_dir`` holds the four Fashion-MNIST IDX files."""
     if data_dir is None:
         return False
     data_dir = pathlib.Path(data_dir)
-    return all((data_dir / name).is_file() for name in IDX_FILES.values())
+    return all((data_dir / name).is_file() for name in idx_files.IDX_FILES.values())
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -59,17 +42,12 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def fashion_mnist(data_dir: str | pathlib.Path) -> Dataset:
     """Fashion-MNIST, images flattened to ``[N, 784]`` and scaled to ``[0, 1]``."""
-    data_dir = pathlib.Path(data_dir)
-    arrays = {key: read_idx(data_dir / name) for key, name in IDX_FILES.items()}
-
-    def images(a):
-        return (a.reshape(a.shape[0], -1) / 255.0).astype(np.float32)
-
+    splits = idx_files.read(data_dir)  # checked against the SHA256SUMS beside them
     return Dataset(
-        x_train=images(arrays["train_images"]),
-        y_train=one_hot(arrays["train_labels"], 10),
-        x_test=images(arrays["test_images"]),
-        y_test=one_hot(arrays["test_labels"], 10),
+        x_train=splits.train_images.reshape(len(splits.train_images), -1),
+        y_train=one_hot(splits.train_labels, 10),
+        x_test=splits.test_images.reshape(len(splits.test_images), -1),
+        y_test=one_hot(splits.test_labels, 10),
         name="fashion_mnist",
     )
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from examples.common import input_pipeline
+from examples.common import idx_files, input_pipeline
 
 IMAGES = {"train": 20, "test": 8}
 
@@ -26,12 +26,12 @@ def _write_idx_dir(folder: pathlib.Path, with_sums: bool = False) -> dict:
     for split, n in IMAGES.items():
         arrays[(split, "images")] = rng.integers(0, 256, size=(n, 28, 28))
         arrays[(split, "labels")] = np.arange(n) % 10
-    for key, name in input_pipeline.IDX_FILES.items():
+    for key, name in idx_files.IDX_FILES.items():
         _write_idx(folder / name, arrays[key])
     if with_sums:
         lines = [
             f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n"
-            for name in input_pipeline.IDX_FILES.values()
+            for name in idx_files.IDX_FILES.values()
         ]
         (folder / "SHA256SUMS").write_text("".join(lines))
     return arrays

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_close, log_lines, read_metrics, snapshot
 
-from examples.common import input_pipeline
+from examples.common import idx_files, input_pipeline
 from examples.common import workdir as workdir_lib
 from examples.common.workdir import ConfigError
 from examples.mnist import train
@@ -203,7 +203,7 @@ def test_rerun_of_a_finished_run_trains_nothing(finished_copy, mnist_config, cap
 
 def _corrupt_data_dir(folder):
     folder.mkdir()
-    for name in input_pipeline.IDX_FILES.values():
+    for name in idx_files.IDX_FILES.values():
         (folder / name).write_bytes(b"not gzip")
     return folder
 

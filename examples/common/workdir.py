@@ -73,10 +73,7 @@ class StoppedError(UserError):
 
 def make_main(train_and_evaluate: Callable[[Any, str], Any]) -> Callable[[list[str]], None]:
     """``main(argv)`` for ``absl.app.run``: joins the processes the flags name, then trains.
-
-    Several processes (or hosts) run the same command, each with
-    ``--coordinator_address=<host:port of process 0> --num_processes=<P> --process_id=<p>``.
-    """
+    Several processes run one command, each with its ``--process_id`` (see the flags)."""
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -241,13 +238,9 @@ class Workdir:
         self._exit.close()
 
     def resume(self, state: State, *, weights: Sequence[str] = (), evaluate: Any = None) -> State:
-        """Restores the newest readable checkpoint into ``state`` (fresh, on the devices).
-
-        Call it after every check that can refuse the run: from here on the
-        folder is this run's. A new run with ``config.init_checkpoint`` first
-        takes the entries ``weights`` (e.g. ``('params',)``) of that run's
-        newest checkpoint, and logs ``evaluate(state)['test_accuracy']``.
-        """
+        """Restores the newest readable checkpoint into ``state`` (fresh, on the devices),
+        after every check that can refuse the run: the folder is now this run's. A new run
+        with ``config.init_checkpoint`` starts from that run's entries ``weights``."""
         folder = self.path / "checkpoints"
         if self.config.get("init_checkpoint") and not saved_epochs(folder):
             from examples.common import init_checkpoint  # imported only for such configs
@@ -299,20 +292,11 @@ class Workdir:
         learning_rates: Sequence[str],
         examples_per_epoch: int | None = None,
     ) -> State:
-        """Runs epochs ``start_epoch + 1 .. config.num_epochs``, recording each.
-
-        ``run_epoch(state, epoch) -> (state, metrics)`` must draw its data order
-        from ``epoch``, so that a resumed run ends where an uninterrupted one
-        ends. Per epoch the metrics become a record (with ``epoch``, ``seconds``,
-        ``examples_per_second``), checked finite, appended to ``metrics.jsonl``,
-        checkpointed, written to TensorBoard and logged as ``epoch <e>/<n>:
-        <log_line(record)>``.
-
-        Raises:
-          DivergedError: a float of the record is not finite; the message
-            advises lowering the fields ``learning_rates``.
-          StoppedError: SIGTERM or Ctrl-C, after the epoch in progress; a rerun resumes.
-        """
+        """Runs epochs ``start_epoch + 1 .. config.num_epochs``: ``run_epoch(state, epoch)``
+        (its data order drawn from ``epoch``, so that a resume ends where a whole run ends),
+        then its metrics as a record in ``metrics.jsonl``, a checkpoint, TensorBoard and the
+        log line ``log_line(record)``. Raises :class:`DivergedError` (advising lower
+        ``learning_rates``) and :class:`StoppedError` (SIGTERM, Ctrl-C)."""
         checkpoints, num_epochs, epoch = self._checkpoints, self.config.num_epochs, self.start_epoch
         if checkpoints is None:
             raise RuntimeError("Workdir.train needs Workdir.resume first.")
@@ -463,12 +447,8 @@ def saved_epochs(folder: pathlib.Path) -> list[int]:
 
 
 def _restore_newest(checkpoints: ocp.CheckpointManager, state: State) -> tuple[State, int]:
-    """The newest readable checkpoint and its epoch; ``(state, 0)`` when there is none.
-
-    Unreadable newer ones are named in a warning and, once an older one
-    restores, moved to ``unreadable_checkpoints/`` (so the run can write those
-    epochs again); when none can be read, nothing is moved.
-    """
+    """The newest readable checkpoint and its epoch (``(state, 0)``: none). Unreadable newer
+    ones are moved to ``unreadable_checkpoints/`` once an older one restores."""
     directory, unreadable = pathlib.Path(checkpoints.directory), []
     for epoch in sorted(checkpoints.all_steps(), reverse=True):
         misfit = _misfit(checkpoints, epoch, state)
