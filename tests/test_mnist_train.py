@@ -184,6 +184,47 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
     assert checkpoint_steps(workdir) == [2, 3]
 
 
+IMPORTED = """
+import atexit, sys
+sys.argv = ["{main}"] + sys.argv[1:]
+PACKAGES = ("examples", "configs")
+from absl import app
+from examples.mnist import main
+
+def report():
+    ours = [m.__file__ for n, m in list(sys.modules.items()) if n.split(".")[0] in PACKAGES]
+    print(*sorted(f for f in ours if not f.endswith("__init__.py")), sep="\\n")
+
+atexit.register(report)
+app.run(main.main)
+"""
+
+
+@pytest.mark.slow
+def test_the_headline_command_imports_six_files_of_the_examples(tmp_path):
+    """What a newcomer reads: the files of examples/ and configs/ that the default run imports."""
+    flags = ("--config.dataset=synthetic", "--config.num_epochs=1", "--config.batch_size=64")
+    code, stderr, stdout = run_main(
+        tmp_path / "run", *flags, config="configs/default.py", script=IMPORTED.format(main=MAIN)
+    )
+    assert code == 0, stderr
+    # The --config file, which config_flags loads by its path, and the modules imported.
+    files = {
+        "configs/default.py",
+        *(str(pathlib.Path(f).relative_to(ROOT)) for f in stdout.split()),
+    }
+    assert files == {
+        "configs/default.py",
+        "examples/mnist/main.py",
+        "examples/mnist/train.py",
+        "examples/mnist/models.py",
+        "examples/common/workdir.py",
+        "examples/common/input_pipeline.py",
+    }
+    lines = sum(len((ROOT / f).read_text().splitlines()) for f in files)
+    assert lines <= 1300, lines  # Flax's ImageNet example: 5 files, 975 lines
+
+
 # --- Resume, bad inputs, divergence (in-process) -------------------------------
 
 
