@@ -1,4 +1,5 @@
-"""Data for the benchmarks: Fashion-MNIST from IDX files, or synthetic images.
+"""Data for the benchmarks: Fashion-MNIST from IDX files, or synthetic images; windows of
+characters (Tiny Shakespeare, or a synthetic text) for the language model.
 
 Everything is returned as host numpy arrays (float32 images in ``[0, 1]``,
 one-hot float32 targets); the benchmark puts them on the device once.
@@ -15,6 +16,8 @@ from examples.common import idx_files
 
 #: Where the repository keeps the shared data sets (``<repo>/../shared/...``).
 DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/fashion_mnist"
+#: Tiny Shakespeare's input.txt, where the repository keeps it.
+DEFAULT_TEXT_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/tinyshakespeare"
 
 
 class Dataset(NamedTuple):
@@ -83,3 +86,35 @@ def mnist_like(
     if data_dir is not None and has_idx_files(data_dir):
         return fashion_mnist(data_dir)
     return synthetic(num_train, num_test, (784,))
+
+
+def characters(
+    text_dir: str | pathlib.Path | None, num_train: int, num_test: int, context: int
+) -> tuple[Dataset, int]:
+    """Windows of ``context`` characters and their next characters: ``(dataset, vocab size)``.
+
+    ``x``: ids ``[N, context]`` int32; ``y``: one-hot next characters ``[N, context,
+    vocab]`` float32; the first ``num_train`` windows of the training text and the first
+    ``num_test`` of the test text (``examples/lm``'s split and vocabulary). From
+    ``<text_dir>/input.txt`` when it is there, else a synthetic text (random words).
+    """
+    from examples.lm import input_pipeline, text  # the example's split and tokenisation
+
+    path = pathlib.Path(text_dir) / input_pipeline.TEXT_FILE if text_dir else None
+    if path is not None and path.is_file():
+        texts = input_pipeline.split_text(input_pipeline.read_text(path.parent))
+        name = "tiny_shakespeare"
+    else:
+        rng = np.random.default_rng(0)
+        words = ["".join(rng.choice(list("abcdefghij"), size=5)) for _ in range(50)]
+        # 5% of the text is the test text: enough for num_test windows.
+        num_words = 25 * (num_train + num_test) * context // 6
+        texts = input_pipeline.split_text(" ".join(rng.choice(words, size=num_words)))
+        name = "synthetic"
+    vocab = text.Vocabulary.build(*texts)
+    eye = np.eye(vocab.size, dtype=np.float32)
+    x_train, y_train = text.training_windows(vocab.encode(texts.train), context)
+    x_test, y_test = text.training_windows(vocab.encode(texts.test), context)
+    x_train, y_train = x_train[:num_train], eye[y_train[:num_train]]
+    x_test, y_test = x_test[:num_test], eye[y_test[:num_test]]
+    return Dataset(x_train, y_train, x_test, y_test, name), vocab.size

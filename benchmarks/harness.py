@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +50,8 @@ class Workload:
     then ``PCTrainState(algorithm='bp')`` on the same model. ``train_arg``: the
     model's ``__call__`` takes ``train`` (BatchNorm): training-mode apply in
     the train step, ``train=False`` to evaluate, ``batch_stats`` carried in
-    ``state.model_state``.
+    ``state.model_state``. ``with_nodes``: the model has no ``PCNode`` of its own;
+    PC trains ``fpc.with_nodes(model.apply)`` (the Transformer language model).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Workload:
     seed: int = 0
     train_arg: bool = False
     output_energy: Callable[[Array, Array], Array] = fpc.energies.squared_error
+    with_nodes: bool = False
 
     def weight_tx(self) -> optax.GradientTransformation:
         """The weight optimiser (Adam)."""
@@ -92,12 +95,13 @@ class Workload:
         """The flax params every variant starts from."""
         return self.init(example)[0]
 
-    @property
+    @functools.cached_property
     def apply_fn(self) -> Callable[..., Any]:
-        """The training-mode ``apply`` (what ``PCTrainState`` gets)."""
+        """The training-mode ``apply`` (what ``PCTrainState`` gets); one per workload, so
+        that every state of it has the same (static) ``apply_fn``."""
         if self.train_arg:
             return functools.partial(self.model.apply, train=True)
-        return self.model.apply
+        return fpc.with_nodes(self.model.apply) if self.with_nodes else self.model.apply
 
     def predict(self, params: Any, model_state: Any, x: Array) -> Array:
         """The feed-forward network in evaluation mode."""
@@ -389,13 +393,14 @@ def accuracy(
     y: Array | np.ndarray,
     chunk: int = 1000,
 ) -> float:
-    """Feed-forward accuracy of ``predict(state, x)``: argmax against argmax of ``y``."""
+    """Feed-forward accuracy of ``predict(state, x)``: argmax against argmax of ``y``, over
+    every prediction (``y``: ``[N, ..., classes]``; a language model's: one per position)."""
     predict = jax.jit(predict)
     hits = 0
     for start in range(0, x.shape[0], chunk):
         out = predict(state, x[start : start + chunk])
         hits += int(jnp.sum(out.argmax(-1) == y[start : start + chunk].argmax(-1)))
-    return hits / x.shape[0]
+    return hits / math.prod(y.shape[:-1])
 
 
 def run(

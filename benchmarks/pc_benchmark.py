@@ -12,6 +12,10 @@ Workloads (``--workload``):
   inference loop unrolled and rolled (``--unroll both``);
 * ``resnet``: Fashion-MNIST, the MNIST example's small ResNet with BatchNorm
   (``configs/resnet.py``), PC against backprop (``PCTrainState(algorithm='bp')``);
+* ``lm``: ``configs/lm.py``'s character Transformer (examples/lm: 2 blocks of
+  width 64, 8 heads, MLP 256, context 128) on Tiny Shakespeare (synthetic text
+  when its file is not there), batch 32, T=8, node SGD 0.1, cross-entropy
+  output, nodes by ``fpc.with_nodes``: PC against ``PCTrainState(algorithm='bp')``;
 * ``all``: every one of them.
 
 Each prints a table and writes ``<out>/<workload>.json``; sweeps also plot
@@ -46,7 +50,7 @@ SWEEPS = {
     "width": (128, 512, 2048),
     "depth": (3, 6, 12),
 }
-WORKLOADS = ("reference", *SWEEPS, "conv", "cnn", "resnet")
+WORKLOADS = ("reference", *SWEEPS, "conv", "cnn", "resnet", "lm")
 IMAGE_WORKLOADS = ("cnn", "resnet")  # Fashion-MNIST as [N, 28, 28, 1] images
 ALL_IMPLS = ",".join(harness.IMPLS)
 #: Per-workload defaults of the flags left unset: sized for a 2-core CPU.
@@ -64,6 +68,8 @@ DEFAULTS = {
             "impls": "flax_pc,backprop", "unroll": "both"},
     "resnet": {"epochs": 3, "batches": 20, "test_examples": 2000, "styles": "batch",
                "impls": "flax_pc,backprop", "unroll": "true"},
+    "lm": {"epochs": 3, "batches": 20, "test_examples": 64, "styles": "epoch",
+           "impls": "flax_pc,backprop", "unroll": "true"},
 }  # fmt: skip
 UNROLLS = {"true": (True,), "false": (False,), "both": (True, False)}
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -128,6 +134,24 @@ def resnet_workload(stem: int, stages: tuple[int, ...], blocks: int) -> harness.
     )
 
 
+def lm_workload(vocab_size: int, width: int, context: int) -> harness.Workload:
+    """``configs/lm.py``'s Transformer and PC settings: T=8, node SGD 0.1, cross-entropy
+    output energy, batch 32, Adam 1e-3; nodes placed by ``fpc.with_nodes``."""
+    from examples.lm.models import CharTransformer  # the example's model, unchanged
+
+    return harness.Workload(
+        name="lm",
+        model=CharTransformer(vocab_size, context_length=context, width=width, mlp_dim=4 * width),
+        layers=None,
+        names=None,
+        inference_steps=8,
+        batch_size=32,
+        node_lr=0.1,
+        output_energy=fpc.energies.cross_entropy,
+        with_nodes=True,
+    )
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(c) for c in text.split(","))
 
@@ -150,15 +174,28 @@ def _points(args) -> list[tuple[dict[str, Any], harness.Workload]]:
             "T": 4,
         }
         return [(description, resnet_workload(args.resnet_stem, stages, args.resnet_blocks))]
+    if args.workload == "lm":
+        description = {"model": f"char-transformer-2x{args.lm_width}-context{args.lm_context}",
+                       "T": 8}  # fmt: skip
+        return [(description, lm_workload(_lm_data(args)[1], args.lm_width, args.lm_context))]
     values = [int(v) for v in args.values.split(",")] if args.values else SWEEPS[args.workload]
     key = {"steps": "steps", "width": "width", "depth": "depth"}[args.workload]
     return [({key: v}, mlp_workload(f"{args.workload}={v}", **{key: v})) for v in values]
 
 
+def _lm_data(args) -> tuple[data_lib.Dataset, int]:
+    """The language model's windows and vocabulary size (:func:`data_lib.characters`)."""
+    text_dir = None if args.data_dir == "synthetic" else args.text_dir
+    num_train = (args.batches or 100) * 32
+    return data_lib.characters(text_dir, num_train, args.test_examples, args.lm_context)
+
+
 def _data(args, workload: harness.Workload):
     """Device arrays ``(x_train, y_train, x_test, y_test)`` and the data set's name."""
     bs = workload.batch_size
-    if args.workload == "conv":
+    if args.workload == "lm":
+        ds = _lm_data(args)[0]
+    elif args.workload == "conv":
         ds = data_lib.synthetic(args.batches * bs, args.test_examples, (32, 32, 3))
     else:
         ds = data_lib.mnist_like(
@@ -222,6 +259,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
                 ratio(f"{style}: {impl}/backprop s/epoch", res, bp, "epoch_s")
                 ratio(f"{style}: {impl}/backprop cpu s/epoch", res, bp, "epoch_cpu_s")
                 ratio(f"{style}: {impl}/backprop xla temp", res, bp, "xla_temp_mib")
+                ratio(f"{style}: {impl}/backprop compile", res, bp, "compile_s")
         for impl in ("flax_pc", "plain_jax"):
             a, b = get[impl + rolled], get[impl]
             ratio(f"{style}: {impl}{rolled}/{impl} s/epoch", a, b, "epoch_s")
@@ -473,6 +511,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resnet_stem", type=int, default=16, help="resnet: stem channels")
     p.add_argument("--resnet_stages", default="16,32,64", help="resnet: channels per stage")
     p.add_argument("--resnet_blocks", type=int, default=1, help="resnet: blocks per stage")
+    p.add_argument("--lm_width", type=int, default=64, help="lm: the Transformer's width")
+    p.add_argument("--lm_context", type=int, default=128, help="lm: characters per window")
+    p.add_argument(
+        "--text_dir",
+        default=str(data_lib.DEFAULT_TEXT_DIR),
+        help="lm: a folder with Tiny Shakespeare's input.txt; synthetic text when it is not "
+        "there (or with --data_dir synthetic); default %(default)s",
+    )
     p.add_argument(
         "--plain_energy_trajectory",
         action="store_true",

@@ -250,3 +250,29 @@ def test_compile_time_script_runs(tmp_path):
     assert long["default_over_rolled"] > 0 and long["default_ms_per_batch"] > 0
     assert report["infer"]["energy_last"] < report["infer"]["energy_first"]
     assert (tmp_path / "compile_time.json").exists()
+
+
+def test_lm_data_is_windows_and_their_next_characters():
+    from benchmarks import data as data_lib
+
+    ds, vocab_size = data_lib.characters(None, num_train=8, num_test=4, context=16)
+    assert ds.name == "synthetic" and ds.x_train.shape == (8, 16) and ds.x_test.shape == (4, 16)
+    assert ds.y_train.shape == (8, 16, vocab_size) and np.all(ds.y_train.sum(-1) == 1)
+    # The target of each position is the input of the next one.
+    np.testing.assert_array_equal(ds.y_train[:, :-1].argmax(-1), ds.x_train[:, 1:])
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_lm(tmp_path):
+    from benchmarks import pc_benchmark
+
+    tiny = ["--data_dir", "synthetic", "--batches", "2", "--epochs", "2", "--repeats", "1"]
+    tiny += ["--test_examples", "16", "--out", str(tmp_path), "--no_flops"]
+    lm = ["--workload", "lm", "--lm_width", "16", "--lm_context", "16"]
+    (point,) = pc_benchmark.main([*tiny, *lm])["points"]
+    assert set(point["results"]) == {"flax_pc/epoch", "backprop/epoch"}
+    assert point["ratios"]["epoch: flax_pc/backprop s/epoch"] > 0
+    assert point["ratios"]["epoch: flax_pc/backprop compile"] > 0
+    for result in point["results"].values():
+        assert 0 <= result["test_accuracy"] <= 1  # per character
+    assert (tmp_path / "lm.json").is_file()

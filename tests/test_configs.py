@@ -44,7 +44,7 @@ MNIST_CONFIGS = (
 CONFIG_FILES = [CONFIGS / f"{name}.py" for name in MNIST_CONFIGS]
 
 # The configs that define and document every field: one per example.
-DEFAULTS = ("default", "generative", "tpc", "memory")
+DEFAULTS = ("default", "generative", "tpc", "memory", "lm")
 # Every other config, with the config it starts from, and that one's default.
 BASES = {
     "backprop": "default",
@@ -60,6 +60,7 @@ BASES = {
     "test": "default",
     "generative_test": "generative",
     "generative_mcpc": "generative",
+    "lm_bp": "lm",
 }
 
 
@@ -462,3 +463,16 @@ def test_activations(activation):
     params = model.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)), train=False)["params"]
     output = model.apply({"params": params}, jnp.ones((2, 28, 28, 1)), train=False)
     assert jnp.asarray(output).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["lm", "lm_bp"])
+def test_lm_configs_validate_and_are_the_issues_workload(name):
+    from examples.lm import train as lm_train
+
+    config = load_config(name)
+    lm_train.validate_config(config)
+    model = (config.num_layers, config.width, config.num_heads, config.mlp_dim)
+    assert model == (2, 64, 8, 256) and config.context_length == 128
+    assert (config.batch_size, config.learning_rate, config.inference_steps) == (32, 1e-3, 8)
+    assert (config.node_learning_rate, config.value_init) == (0.02, "forward")
+    assert config.algorithm == {"lm": "pc", "lm_bp": "bp"}[name]

@@ -40,7 +40,7 @@ def read(data_dir: str | pathlib.Path) -> Splits:
             f"data_dir {str(folder)!r} lacks {', '.join(missing)} (it needs the four IDX files "
             "of MNIST or Fashion-MNIST); unset data_dir to load the data set from TFDS."
         )
-    digests = _listed_sha256(folder / "SHA256SUMS")
+    digests = listed_sha256(folder / "SHA256SUMS")
     splits = []
     for split in ("train", "test"):
         image_file, label_file = IDX_FILES[(split, "images")], IDX_FILES[(split, "labels")]
@@ -62,7 +62,7 @@ def read(data_dir: str | pathlib.Path) -> Splits:
     return Splits(*splits)
 
 
-def _listed_sha256(sums_file: pathlib.Path) -> dict[str, str]:
+def listed_sha256(sums_file: pathlib.Path) -> dict[str, str]:
     """``{file name: digest}`` from ``sha256sum``'s output, if the file exists."""
     if not sums_file.is_file():
         return {}

@@ -1,0 +1,1 @@
+"""A character-level language model (a decoder-only Transformer) trained by predictive coding."""
