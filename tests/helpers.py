@@ -57,6 +57,20 @@ def read_metrics(workdir):
     return [json.loads(line) for line in lines]
 
 
+def assert_tensorboard_scalars(workdir, scalars):
+    """Each ``{tag: [value per epoch]}`` of ``scalars`` is in ``workdir``'s TensorBoard events,
+    at steps 1, 2, ... (needs TensorBoard: for tests marked ``tensorflow``)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = EventAccumulator(str(workdir))
+    events.Reload()
+    for tag, expected in scalars.items():
+        tensors = events.Tensors(tag)
+        assert [t.step for t in tensors] == list(range(1, len(expected) + 1)), tag
+        np.testing.assert_allclose([make_ndarray(t.tensor_proto) for t in tensors], expected)
+
+
 def log_lines(caplog):
     """The absl log lines of an example's in-process run, as its main.py prints them."""
     return [record.getMessage() for record in caplog.records]

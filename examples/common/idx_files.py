@@ -77,14 +77,14 @@ def listed_sha256(sums_file: pathlib.Path) -> dict[str, str]:
 
 def _read_idx(path: pathlib.Path, sha256: str | None) -> np.ndarray:
     """One gzipped IDX file of unsigned bytes, checked against its header and ``sha256``."""
-    if sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+    compressed = path.read_bytes()  # read once: hashed, then unzipped
+    if sha256 and hashlib.sha256(compressed).hexdigest() != sha256:
         raise DataError(
             f"{path} does not match its SHA-256 in {path.parent / 'SHA256SUMS'}: "
             "the file is corrupt or not the one listed; download it again."
         )
     try:
-        with gzip.open(path, "rb") as f:
-            data = f.read()
+        data = gzip.decompress(compressed)
     except (OSError, EOFError) as e:
         raise DataError(f"{path} is not a readable gzip file ({e}).") from None
     ndim = data[3] if len(data) > 3 else 0
