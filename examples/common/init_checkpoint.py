@@ -32,16 +32,18 @@ def start_from(workdir: str, state: Any, weights: Sequence[str], evaluate: Any) 
     args = ocp.args.PyTreeRestore(
         like, ocp.checkpoint_utils.construct_restore_args(like), partial_restore=True
     )
-    options = ocp.CheckpointManagerOptions(read_only=True)
-    with ocp.CheckpointManager(folder.absolute(), options=options) as checkpoints:
-        epoch = max(saved_epochs(folder))
-        try:
-            parts = dict(checkpoints.restore(epoch, args=args))
-        except Exception as e:  # another network, or a broken file
-            raise WorkdirError(
-                f"{where}: its newest checkpoint does not fit this config or cannot be read "
-                f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})."
-            ) from None
+    epoch = max(saved_epochs(folder))
+    # A plain checkpointer, read only: a manager's background machinery is not needed here.
+    # "default": the one item that Workdir's CheckpointManager saves per epoch.
+    try:
+        parts = dict(
+            ocp.PyTreeCheckpointer().restore(folder.absolute() / str(epoch) / "default", args=args)
+        )
+    except Exception as e:  # another network, or a broken file
+        raise WorkdirError(
+            f"{where}: its newest checkpoint does not fit this config or cannot be read "
+            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})."
+        ) from None
     if mapping:
         state.update(parts)
     else:
