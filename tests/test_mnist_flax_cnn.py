@@ -71,8 +71,8 @@ def test_bad_init_checkpoints_stop_before_anything_is_written(tmp_path):
     train.train_and_evaluate(_config(model="mlp"), str(other))
     with pytest.raises(  # another model's weights
         workdir_lib.WorkdirError,
-        match="init_checkpoint = .*: its newest checkpoint does not fit this config or cannot be "
-        "read \\(",
+        match="init_checkpoint = .*: its newest checkpoint does not fit this config "
+        "\\(params/Conv_0/bias: absent there, \\(32,\\) here\\)",
     ):
         train.train_and_evaluate(_config(init_checkpoint=str(other)), str(workdir))
     assert not workdir.exists()

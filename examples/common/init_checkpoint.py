@@ -9,7 +9,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 from absl import logging
 
-from examples.common.workdir import WorkdirError, saved_epochs, to_host
+from examples.common.workdir import WorkdirError, misfit, saved_epochs, to_host
 
 
 def start_from(workdir: str, state: Any, weights: Sequence[str], evaluate: Any) -> Any:
@@ -35,13 +35,22 @@ def start_from(workdir: str, state: Any, weights: Sequence[str], evaluate: Any) 
     epoch = max(saved_epochs(folder))
     # A plain checkpointer, read only: a manager's background machinery is not needed here.
     # "default": the one item that Workdir's CheckpointManager saves per epoch.
+    checkpointer, path = ocp.PyTreeCheckpointer(), folder.absolute() / str(epoch) / "default"
+    # Shapes are compared before restoring: a restore that fails leaves tensorstore
+    # callbacks behind that later hit a closed event loop.
     try:
-        parts = dict(
-            ocp.PyTreeCheckpointer().restore(folder.absolute() / str(epoch) / "default", args=args)
-        )
-    except Exception as e:  # another network, or a broken file
+        saved = ocp.PyTreeCheckpointHandler().metadata(path).tree
+        saved = {n: saved[n] for n in weights if n in saved}
+    except Exception:  # unreadable metadata: the restore below reports it
+        saved = {}
+    differs = misfit(saved, like) if saved else ""
+    if differs:
+        raise WorkdirError(f"{where}: its newest checkpoint does not fit this config ({differs}).")
+    try:
+        parts = dict(checkpointer.restore(path, args=args))
+    except Exception as e:  # a broken file
         raise WorkdirError(
-            f"{where}: its newest checkpoint does not fit this config or cannot be read "
+            f"{where}: its newest checkpoint cannot be read "
             f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})."
         ) from None
     if mapping:

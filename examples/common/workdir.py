@@ -451,11 +451,11 @@ def _restore_newest(checkpoints: ocp.CheckpointManager, state: State) -> tuple[S
     ones are moved to ``unreadable_checkpoints/`` once an older one restores."""
     directory, unreadable = pathlib.Path(checkpoints.directory), []
     for epoch in sorted(checkpoints.all_steps(), reverse=True):
-        misfit = _misfit(checkpoints, epoch, state)
-        if misfit:
+        differs = _misfit(checkpoints, epoch, state)
+        if differs:
             raise WorkdirError(
                 f"the checkpoint of epoch {epoch} in {directory} does not fit this config "
-                f"({misfit}); use another --workdir."
+                f"({differs}); use another --workdir."
             )
         try:
             restored = checkpoints.restore(epoch, args=ocp.args.StandardRestore(state))
@@ -492,14 +492,19 @@ def _restore_newest(checkpoints: ocp.CheckpointManager, state: State) -> tuple[S
 
 
 def _misfit(checkpoints: ocp.CheckpointManager, epoch: int, state: Any) -> str:
-    """The first array whose path or shape differs between a checkpoint and ``state``, or ''."""
     try:
-        saved = _shapes(checkpoints.item_metadata(epoch))
+        saved = checkpoints.item_metadata(epoch)
     except Exception:  # unreadable metadata: the restore fails next, as unreadable
         return ""
+    return misfit(saved, state)
+
+
+def misfit(saved: Any, ours: Any) -> str:
+    """The first array whose path or shape differs between a checkpoint's metadata and
+    ``ours``, or '' (also when the metadata holds no arrays)."""
+    saved, ours = _shapes(saved), _shapes(ours)
     if not saved:
         return ""
-    ours = _shapes(state)
     for path in sorted(saved.keys() ^ ours.keys()) or [p for p in ours if ours[p] != saved[p]]:
         return f"{path}: {saved.get(path, 'absent')} there, {ours.get(path, 'absent')} here"
     return ""
