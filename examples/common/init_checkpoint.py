@@ -7,6 +7,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import orbax.checkpoint as ocp
+from etils import epath
 from absl import logging
 
 from examples.common.workdir import WorkdirError, misfit, saved_epochs, to_host
@@ -39,7 +40,7 @@ def start_from(workdir: str, state: Any, weights: Sequence[str], evaluate: Any) 
     # Shapes are compared before restoring: a restore that fails leaves tensorstore
     # callbacks behind that later hit a closed event loop.
     try:
-        saved = ocp.PyTreeCheckpointHandler().metadata(path).tree
+        saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
         saved = {n: saved[n] for n in weights if n in saved}
     except Exception:  # unreadable metadata: the restore below reports it
         saved = {}
