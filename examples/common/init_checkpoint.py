@@ -7,8 +7,8 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import orbax.checkpoint as ocp
-from etils import epath
 from absl import logging
+from etils import epath
 
 from examples.common.workdir import WorkdirError, misfit, saved_epochs, to_host
 
