@@ -103,6 +103,31 @@ def test_nudging_with_beta_one_is_clamping():
     assert_trees_close(clamped, nudged, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize(
+    "output_energy, targets, probabilities",
+    [
+        (fpc.energies.cross_entropy, Y, jax.nn.softmax),
+        (fpc.energies.bernoulli, np.abs(np.sin(np.arange(36.0))).reshape(12, 3), jax.nn.sigmoid),
+    ],
+    ids=["cross_entropy", "bernoulli"],
+)
+def test_nudging_of_logits_mixes_probabilities(output_energy, targets, probabilities):
+    """Without inference steps only the output layer learns, from ``(p - t) / beta`` with
+    ``t = p - beta * (p - y)``: backprop's ``p - y``, whatever beta."""
+    beta = 0.3
+    state = _state(
+        tx=optax.sgd(1.0), output_energy=output_energy, nudging=beta,
+        inference=fpc.Inference(optax.sgd(0.1), 0),
+    )  # fmt: skip
+    new_state, _ = state.train_step(X, targets)
+    weights = ref.from_flax(state.params)
+    values, logits = ref.feed_forward(weights, X)
+    error = probabilities(logits) - targets  # d energy / d logits, by hand
+    kernel, bias = weights[-1]
+    expected = [*weights[:-1], (kernel - values[-1].T @ error, bias - error.sum(0))]
+    _assert_weights(new_state.params, expected, atol=1e-5)
+
+
 def _cosines(grads, reference):
     result = []
     for i, (k, b) in enumerate(reference):
@@ -135,6 +160,8 @@ def test_small_nudging_does_not_converge_to_backprop_unlike_weak_precision():
         (dict(nudging=0.0), ValueError),
         (dict(nudging="0.1"), TypeError),
         (dict(nudging=0.1, algorithm="bp"), ValueError),
+        (dict(nudging=-0.2, output_energy=fpc.energies.cross_entropy), ValueError),
+        (dict(nudging=1.5, output_energy=fpc.energies.bernoulli), ValueError),
     ],
 )
 def test_bad_nudging(kwargs, error):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -86,6 +87,10 @@ class PCTrainState(train_state.TrainState):
         feed-forward output, held fixed during inference), and the weight
         gradient is scaled by ``1 / beta``, as in pcx. ``beta = 1`` is
         clamping; ``0 < beta < 1`` is positive, ``beta < 0`` negative nudging.
+        With :func:`~flax_pc.energies.cross_entropy` or
+        :func:`~flax_pc.energies.bernoulli`, whose output is logits, the
+        output's probabilities ``p`` (softmax, sigmoid) are nudged instead:
+        ``t = p - beta * (p - y)``, a distribution for ``0 < beta <= 1`` only.
         Unlike a weak output precision (``output_energy = beta *
         squared_error``), it does not converge to the backprop gradient as
         ``beta -> 0``: the output error stays at unit precision, so the hidden
@@ -193,6 +198,12 @@ class PCTrainState(train_state.TrainState):
                 raise TypeError(f"nudging must be a float beta or None, got {nudging!r}.")
             if nudging == 0:
                 raise ValueError("nudging=0 gives no learning signal; use beta != 0 or None.")
+            if output_energy in _PROBABILITIES and not 0 < nudging <= 1:
+                raise ValueError(
+                    f"nudging={nudging} with fpc.energies.{output_energy.__name__}: the nudged "
+                    "targets (1 - beta) * p + beta * y would leave the probabilities [0, 1], "
+                    "where the energy has no minimum. Use 0 < beta <= 1."
+                )
         state = super().create(
             apply_fn=apply_fn,
             params=params,
@@ -292,8 +303,17 @@ def _updated(model_state: dict[str, PyTree], collections: dict[str, PyTree]) -> 
     return {name: collections.get(name, value) for name, value in model_state.items()}
 
 
+#: The output energies whose prediction is logits: the map to the targets' space
+#: (probabilities), where nudging mixes the output with the targets.
+_PROBABILITIES: dict[Any, Any] = {
+    _energies.cross_entropy: functools.partial(jax.nn.softmax, axis=-1),
+    _energies.bernoulli: jax.nn.sigmoid,
+}
+
+
 def _nudged(state: PCTrainState, output: PyTree, targets: PyTree) -> PyTree:
-    """The output nudged towards the targets: ``out - beta * (out - y)``, held fixed."""
+    """The output nudged towards the targets: ``out - beta * (out - y)``, held fixed;
+    for logits, ``p - beta * (p - y)`` with ``p`` the output's probabilities."""
     assert state.nudging is not None
     beta = state.nudging
     if jax.tree_util.tree_structure(output) != jax.tree_util.tree_structure(targets):
@@ -302,7 +322,10 @@ def _nudged(state: PCTrainState, output: PyTree, targets: PyTree) -> PyTree:
             f"structure of the model's output: got targets {batches.describe(targets)} for "
             f"an output {batches.describe(output)}."
         )
-    nudged = jax.tree_util.tree_map(lambda out, y: out - beta * (out - y), output, targets)
+    mean = _PROBABILITIES.get(state.output_energy, lambda out: out)
+    nudged = jax.tree_util.tree_map(
+        lambda out, y: mean(out) - beta * (mean(out) - y), output, targets
+    )
     return jax.lax.stop_gradient(nudged)
 
 
