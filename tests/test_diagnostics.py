@@ -1,4 +1,5 @@
-"""Diagnostics: layer energies in network order, the energy ratio, the activity Hessian."""
+"""Diagnostics: layer energies in network order, the energy ratio, the activity Hessian, the
+alignment of PC's weight gradient with backprop's."""
 
 import math
 
@@ -7,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference_pc as ref
 from flax import linen as nn
+from pc_models import MLP
 
 import flax_pc as fpc
 
@@ -125,3 +128,57 @@ def test_diagnostics_need_nodes():
         fpc.diagnostics.energy_ratio({})
     with pytest.raises(ValueError, match="at least one PCNode"):
         fpc.diagnostics.activity_hessian(model.apply, params, {}, x, x)
+
+
+# --- Gradient alignment with backprop --------------------------------------------
+
+
+def _mlp_state(**kwargs):
+    model = MLP()
+    x = np.random.default_rng(0).standard_normal((12, 4), np.float32)
+    params = model.init(jax.random.key(2), x)["params"]
+    state = fpc.PCTrainState.create(
+        apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
+        inference=fpc.Inference(optax.sgd(0.1), 3), **kwargs,
+    )  # fmt: skip
+    return state, x
+
+
+def test_gradient_alignment_is_the_cosine_of_hand_derived_gradients():
+    state, x = _mlp_state()
+    y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
+    weights = ref.from_flax(state.params)
+    values, _ = ref.feed_forward(weights, x)
+    for _ in range(3):
+        values = ref.node_step(weights, x, values, y, 0.1)
+    pc = ref.weight_gradients(weights, x, values, y)
+    bp = ref.backprop_gradients(weights, x, y)
+
+    alignment = fpc.diagnostics.gradient_alignment(state, x, y)
+
+    expected_cosine, expected_ratio = {}, {}
+    for i, ((pc_k, pc_b), (bp_k, bp_b)) in enumerate(zip(pc, bp)):
+        for name, a, b in (("kernel", pc_k, bp_k), ("bias", pc_b, bp_b)):
+            a, b = np.ravel(a), np.ravel(b)
+            expected_cosine[f"Dense_{i}/{name}"] = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+            expected_ratio[f"Dense_{i}/{name}"] = np.linalg.norm(a) / np.linalg.norm(b)
+    assert list(alignment.cosine) == [
+        f"Dense_{i}/{n}" for i in range(3) for n in ("bias", "kernel")
+    ]
+    for path, cosine in expected_cosine.items():
+        np.testing.assert_allclose(alignment.cosine[path], cosine, rtol=1e-4, err_msg=path)
+        np.testing.assert_allclose(alignment.norm_ratio[path], expected_ratio[path], rtol=1e-4)
+    flat_pc = np.concatenate([np.ravel(a) for layer in pc for a in layer])
+    flat_bp = np.concatenate([np.ravel(a) for layer in bp for a in layer])
+    total = flat_pc @ flat_bp / (np.linalg.norm(flat_pc) * np.linalg.norm(flat_bp))
+    np.testing.assert_allclose(alignment.total, total, rtol=1e-4)
+    # The output layer sees the same error in both (forward initialisation, 3 steps):
+    # only its input moved, so it is close to backprop's but not equal.
+    assert 0.9 < float(alignment.cosine["Dense_2/kernel"]) < 1
+
+
+@pytest.mark.parametrize("algorithm", ["ipc", "bp"])
+def test_gradient_alignment_needs_pc(algorithm):
+    state, x = _mlp_state(algorithm=algorithm)
+    with pytest.raises(ValueError, match=f"compares algorithm='pc'.*{algorithm!r}"):
+        fpc.diagnostics.gradient_alignment(state, x, np.zeros((12, 3), np.float32))

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from flax_pc import energies as _energies
-from flax_pc._src import network_energy
+from flax_pc._src import network_energy, train_state
+from flax_pc._src.rngs import as_rngs
 from flax_pc._src.types import RNG, ApplyFn, Array, OutputEnergyFn, PyTree
 
-__all__ = ["activity_hessian", "energy_ratio", "hessian_condition_number", "layer_energies"]
+if TYPE_CHECKING:
+    from flax_pc._src.train_state import PCTrainState
+
+__all__ = [
+    "GradientAlignment",
+    "activity_hessian",
+    "energy_ratio",
+    "gradient_alignment",
+    "hessian_condition_number",
+    "layer_energies",
+]
 
 
 def _natural_key(path: str) -> list[Any]:
@@ -90,3 +101,76 @@ def hessian_condition_number(hessian: Array) -> Array:
     """
     magnitudes = jnp.abs(jnp.linalg.eigvalsh(hessian))
     return jnp.max(magnitudes) / jnp.min(magnitudes)
+
+
+class GradientAlignment(NamedTuple):
+    """How a batch's PC weight gradient compares with backprop's on the same batch.
+
+    Attributes:
+      cosine: ``{param path: cosine similarity}`` (``'Dense_0/kernel'``, ...), in
+        ``[-1, 1]``; ``nan`` where backprop's gradient is zero.
+      norm_ratio: ``{param path: |PC gradient| / |backprop gradient|}``: how much
+        of the error signal reached the parameter (``nan`` where backprop's is zero).
+      total: the cosine over all params at once, a scalar.
+    """
+
+    cosine: dict[str, Array]
+    norm_ratio: dict[str, Array]
+    total: Array
+
+
+def gradient_alignment(
+    state: PCTrainState, inputs: PyTree, targets: PyTree, rng: RNG | None = None
+) -> GradientAlignment:
+    """PC's weight gradient of one batch against backprop's, parameter by parameter.
+
+    The PC gradient is the one ``state.train_step(inputs, targets, rng)`` would
+    apply (``algorithm='pc'``: the weight gradient at the nodes after
+    inference, times ``1 / beta`` under nudging); backprop's is that of the
+    same ``state`` with ``algorithm='bp'`` (the output energy of the
+    feed-forward pass). Where the two point apart, PC does not train the
+    network as backprop would: a node step so small that the error signal
+    fades before it reaches the first layers (``norm_ratio`` far below 1),
+    or one so large that the nodes settle far from the feed-forward values.
+
+    Args:
+      state: a :class:`~flax_pc.PCTrainState` with ``algorithm='pc'``.
+      inputs, targets, rng: as in ``train_step``.
+
+    Raises:
+      ValueError: for ``algorithm='ipc'`` (a weight step per inference step: no
+        one gradient) or ``'bp'`` (nothing to compare).
+    """
+    if state.algorithm != "pc":
+        raise ValueError(
+            f"gradient_alignment compares algorithm='pc' with backprop; the state has "
+            f"algorithm={state.algorithm!r}."
+        )
+    rngs = as_rngs(rng, step=state.step)
+    pc, bp = _both_gradients(state, inputs, targets, rngs)
+    pc_flat, bp_flat = _flat(pc), _flat(bp)
+    cosine, norm_ratio = {}, {}
+    for path in sorted(bp_flat, key=_natural_key):
+        a, b = jnp.ravel(pc_flat[path]), jnp.ravel(bp_flat[path])
+        cosine[path] = _cosine(a, b)
+        norm_b = jnp.linalg.norm(b)
+        norm_ratio[path] = jnp.where(norm_b == 0, jnp.nan, jnp.linalg.norm(a) / norm_b)
+    total = _cosine(ravel_pytree(pc)[0], ravel_pytree(bp)[0])
+    return GradientAlignment(cosine, norm_ratio, total)
+
+
+@jax.jit
+def _both_gradients(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs: Any):
+    pc = train_state.step_gradient(state, inputs, targets, rngs)[0]
+    bp = train_state.step_gradient(state.replace(algorithm="bp"), inputs, targets, rngs)[0]
+    return pc, bp
+
+
+def _flat(tree: PyTree) -> dict[str, Array]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf for path, leaf in leaves}
+
+
+def _cosine(a: Array, b: Array) -> Array:
+    norms = jnp.linalg.norm(a) * jnp.linalg.norm(b)
+    return jnp.where(norms == 0, jnp.nan, jnp.vdot(a, b) / jnp.where(norms == 0, 1.0, norms))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -330,15 +330,77 @@ def _nudged(state: PCTrainState, output: PyTree, targets: PyTree) -> PyTree:
 
 
 def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
+    if state.algorithm == "ipc":
+        batch = _prepare(state, inputs, targets, rngs)
+        state, metrics = _ipc_step(state, batch, langevin.noise_key(rngs))
+        return state.replace(model_state=batch.model_state), metrics
+    grads, metrics, model_state = step_gradient(state, inputs, targets, rngs)
+    state = state.apply_gradients(grads=grads)
+    return state.replace(model_state=model_state), metrics
+
+
+def step_gradient(
+    state: PCTrainState, inputs: PyTree, targets: PyTree, rngs: Any
+) -> tuple[PyTree, dict[str, Any], PyTree]:
+    """One ``'pc'`` or ``'bp'`` ``train_step`` but its weight step.
+
+    Returns ``(grads, metrics, model_state)``: ``grads`` as ``tx`` gets them
+    (times ``1 / beta`` under nudging; the whole batch's under ``axis_name``),
+    ``train_step``'s metrics, and the model state after the step.
+    """
+    if state.algorithm == "bp":
+        return _bp_gradient(state, inputs, targets, rngs)
+    if state.algorithm != "pc":
+        raise ValueError(
+            f"algorithm={state.algorithm!r} takes a weight step at every inference step, so a "
+            "batch has no one weight gradient; 'pc' and 'bp' have one."
+        )
+    batch = _prepare(state, inputs, targets, rngs)
+    inference, nodes = _inference(state), batch.nodes
+    steps = inference.steps
+    if not nodes:  # nothing to infer: skip the steps, keep the shapes
+        before, steps = jnp.zeros((0,)), 0
+    elif inference.to_equilibrium:
+        result = equilibrium.infer_to_equilibrium(
+            state.apply_fn, state.params, nodes, inputs, batch.clamp, inference=inference,
+            output_energy=state.output_energy, model_state=state.model_state, rng=rngs,
+        )  # fmt: skip
+        nodes, before, steps = result.nodes, result.initial_energy[None], result.steps
+    else:
+        nodes, trajectory = run_inference(
+            state.apply_fn, state.params, nodes, inputs, batch.clamp, inference=inference,
+            output_energy=state.output_energy, model_state=state.model_state, rng=rngs,
+            forward_initialized=batch.forward,
+        )  # fmt: skip
+        before = trajectory.total
+    grads, final = _weight_gradient(state, batch.total, nodes)
+    metrics = step_metrics.step_metrics(
+        before, final, batch.loss, batch.batch_size, steps, state.axis_name
+    )
+    if not nodes:
+        metrics["energy"] = jnp.full((_energy_length(state),), metrics["energy"][-1])
+    return _scale(grads, batch.grad_scale), metrics, batch.model_state
+
+
+class _Batch(NamedTuple):
+    """What the inference of a 'pc' or 'ipc' step starts from."""
+
+    nodes: PyTree  # initialised
+    forward: bool  # the nodes hold the feed-forward values
+    clamp: PyTree  # the targets, or the nudged output
+    grad_scale: float  # 1 / beta under nudging
+    loss: Array  # the feed-forward output energy, batch-summed
+    batch_size: int
+    model_state: PyTree  # after the feed-forward pass
+    total: Callable[[PyTree, PyTree], tuple[Array, network_energy.Energy]]  # F(params, nodes)
+
+
+def _prepare(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs: Any) -> _Batch:
     batch_size = batches.check_batch(inputs, targets)
     named_axes.warn_if_unnamed(state.axis_name)
-    if state.algorithm == "bp":
-        return _bp_step(state, inputs, targets, rngs, batch_size)
-
     initial = initialization.initialize(
         state.apply_fn, state.params, inputs, model_state=state.model_state, rng=rngs
     )
-    nodes = initial.nodes
     # The feed-forward prediction; with value_init='forward' XLA merges this
     # pass with the initialisation's (common subexpressions), so it costs
     # nothing. Its updates of the model state (running averages) are kept.
@@ -348,8 +410,7 @@ def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
     loss = jnp.sum(
         network_energy.output_energy_of(state.output_energy, targets, output, batch_size)
     )
-    model_state = _updated(state.model_state, collections)
-    if not nodes:
+    if not initial.nodes:
         _warn_no_nodes()
 
     clamp, grad_scale = targets, 1.0
@@ -364,39 +425,14 @@ def _train_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs):
         )  # fmt: skip
         return result.total, result
 
-    if nodes:  # once per trace: a node that cannot change the output energy is named
+    if initial.nodes:  # once per trace: a node that cannot change the output energy is named
         dead_nodes.warn_dead_nodes(
-            lambda nodes: total(state.params, nodes)[1], nodes, apply_fn=state.apply_fn
+            lambda nodes: total(state.params, nodes)[1], initial.nodes, apply_fn=state.apply_fn
         )
-
-    if state.algorithm == "ipc":
-        noise = langevin.noise_key(rngs)
-        state, metrics = _ipc_step(state, nodes, total, grad_scale, loss, batch_size, noise)
-        return state.replace(model_state=model_state), metrics
-
-    inference = _inference(state)
-    steps = inference.steps
-    if not nodes:  # nothing to infer: skip the steps, keep the shapes
-        before, steps = jnp.zeros((0,)), 0
-    elif inference.to_equilibrium:
-        result = equilibrium.infer_to_equilibrium(
-            state.apply_fn, state.params, nodes, inputs, clamp, inference=inference,
-            output_energy=state.output_energy, model_state=state.model_state, rng=rngs,
-        )  # fmt: skip
-        nodes, before, steps = result.nodes, result.initial_energy[None], result.steps
-    else:
-        nodes, trajectory = run_inference(
-            state.apply_fn, state.params, nodes, inputs, clamp, inference=inference,
-            output_energy=state.output_energy, model_state=state.model_state, rng=rngs,
-            forward_initialized=initial.forward,
-        )  # fmt: skip
-        before = trajectory.total
-    grads, final = _weight_gradient(state, total, nodes)
-    metrics = step_metrics.step_metrics(before, final, loss, batch_size, steps, state.axis_name)
-    if not nodes:
-        metrics["energy"] = jnp.full((_energy_length(state),), metrics["energy"][-1])
-    state = state.apply_gradients(grads=_scale(grads, grad_scale))
-    return state.replace(model_state=model_state), metrics
+    return _Batch(
+        initial.nodes, initial.forward, clamp, grad_scale, loss, batch_size,
+        _updated(state.model_state, collections), total,
+    )  # fmt: skip
 
 
 def _weight_gradient(state: PCTrainState, total, nodes) -> tuple[PyTree, network_energy.Energy]:
@@ -406,8 +442,10 @@ def _weight_gradient(state: PCTrainState, total, nodes) -> tuple[PyTree, network
     return named_axes.total(grads, state.axis_name), result
 
 
-def _bp_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs, batch_size: int):
+def _bp_gradient(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs: Any):
     """Backprop on the same model: params-only forward pass, batch-summed loss."""
+    batch_size = batches.check_batch(inputs, targets)
+    named_axes.warn_if_unnamed(state.axis_name)
 
     def loss_fn(params):
         output, collections = apply_model(
@@ -423,13 +461,11 @@ def _bp_step(state: PCTrainState, inputs: PyTree, targets: PyTree, rngs, batch_s
     metrics = step_metrics.backprop_metrics(
         loss, batch_size, _energy_length(state), state.axis_name
     )
-    state = state.apply_gradients(grads=named_axes.total(grads, state.axis_name))
-    return state.replace(model_state=_updated(state.model_state, collections)), metrics
+    grads = named_axes.total(grads, state.axis_name)
+    return grads, metrics, _updated(state.model_state, collections)
 
 
-def _ipc_step(
-    state: PCTrainState, nodes, total, grad_scale: float, loss: Array, batch_size: int, noise
-):
+def _ipc_step(state: PCTrainState, batch: _Batch, noise):
     """Incremental PC: ``T`` joint steps, both gradients taken at the same point.
 
     ``noise``: ``langevin.noise_key`` of the batch's rngs, or ``None``.
@@ -438,7 +474,7 @@ def _ipc_step(
     def step(carry, index):
         state, nodes, node_opt_state = carry
         params = named_axes.own_share(state.params, state.axis_name)
-        grads, result = jax.grad(total, argnums=(0, 1), has_aux=True)(params, nodes)
+        grads, result = jax.grad(batch.total, argnums=(0, 1), has_aux=True)(params, nodes)
         param_grads, node_grads = grads
         key = langevin.step_key(noise, index)
         updates, node_opt_state = langevin.update_nodes(
@@ -446,17 +482,17 @@ def _ipc_step(
         )
         nodes = optax.apply_updates(nodes, updates)
         param_grads = named_axes.total(param_grads, state.axis_name)
-        state = state.apply_gradients(grads=_scale(param_grads, grad_scale))
+        state = state.apply_gradients(grads=_scale(param_grads, batch.grad_scale))
         return (state, nodes, node_opt_state), result
 
     node_tx = _optax_node_tx(state)
     inference = _inference(state)
-    init = (state, nodes, node_tx.init(nodes))
+    init = (state, batch.nodes, node_tx.init(batch.nodes))
     (state, nodes, _), trajectory = jax.lax.scan(
         step, init, jnp.arange(inference.steps), unroll=inference.scan_unroll
     )
-    _, final = total(state.params, nodes)
+    _, final = batch.total(state.params, nodes)
     metrics = step_metrics.step_metrics(
-        trajectory.total, final, loss, batch_size, inference.steps, state.axis_name
+        trajectory.total, final, batch.loss, batch.batch_size, inference.steps, state.axis_name
     )
     return state, metrics
