@@ -2,9 +2,11 @@
 
 A decoder-only pre-LayerNorm Transformer as Flax's lm1b writes it (2 blocks of
 width 64, 8 heads, MLP 256, context 128: 116,673 params for 65 characters),
-nodes placed by ``fpc.with_nodes``; cross-entropy output clamped to the next
-character, T=8 SGD steps of 0.02 on the nodes, Adam 1e-3 on the weights, batch 32,
-11 epochs (about 27 minutes on a 2-core CPU).
+nodes placed by ``fpc.with_nodes``; ePC (inference on the nodes' errors), T=8
+SGD steps of 0.5, the cross-entropy output clamped to the next character with a
+weak precision (1e-4); Adam 1e-3 on the weights, batch 32, 8 epochs (about 24
+minutes on a 2-core CPU). At this precision PC's weight gradient is backprop's
+to a cosine of 0.99; examples/lm/README.md shows what stronger settings do.
 
 This file defines and documents every field of examples/lm's configs (type and
 allowed values, then meaning); ``lm_bp.py`` starts from ``get_config()`` here.
@@ -40,15 +42,24 @@ def get_config() -> ml_collections.ConfigDict:
     # str: 'pc' (inference, then one weight step), 'ipc' (incremental PC) or 'bp' (backprop
     # of the output energy on the same model, nodes ignored).
     config.algorithm = "pc"
-    # int >= 0: T, SGD steps on the value nodes per batch.
+    # int >= 0: T, SGD steps on the nodes' latents (values or errors) per batch.
     config.inference_steps = 8
-    # float > 0: SGD learning rate of the value nodes (at 0.1 the energy rises during
-    # inference and training diverges within 5 epochs).
-    config.node_learning_rate = 0.02
+    # float > 0: SGD learning rate of the latents (with latent='value', above 0.02 the
+    # energy rises during inference and training diverges).
+    config.node_learning_rate = 0.5
     # str: each batch's starting node values: 'forward' (the prediction), 'zeros', 'normal'.
     config.value_init = "forward"
-    # float != 0 or None: output nudging beta (out - beta * (out - target) clamped, weight
-    # gradient scaled by 1 / beta); None: plain clamping.
+    # str: what inference moves: 'value' (standard PC, the node values) or 'error' (ePC,
+    # each node's prediction error; the values follow by a forward pass).
+    config.latent = "error"
+    # float > 0: the output energy's weight, a precision: cross-entropy times this. Small
+    # values keep the nodes near the feed-forward values, where PC's weight gradient is
+    # backprop's (the weight gradient is divided by it, so Adam's step keeps its size);
+    # at 1e-3 the perplexity turns up after 3 epochs, at 1 after 1 (examples/lm/README.md).
+    config.output_precision = 1e-4
+    # float in (0, 1] or None: output nudging beta (the probabilities p - beta * (p - target)
+    # clamped, weight gradient scaled by 1 / beta; needs output_precision = 1); None: plain
+    # clamping.
     config.nudging = config_dict.placeholder(float)
 
     # Weights.
@@ -61,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     # int > 0: evaluation windows run at once (bounds the evaluation's memory).
     config.eval_batch_size = 64
     # int > 0: passes over the training windows (a resumed run trains up to this many).
-    config.num_epochs = 11
+    config.num_epochs = 8
     # int >= 0: seeds the initial weights, the window order and the sample.
     config.seed = 0
     # int > 0: checkpoints kept in workdir/checkpoints (one per epoch).

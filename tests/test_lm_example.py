@@ -35,7 +35,6 @@ TINY = {
     "mlp_dim": 32,
     "context_length": 16,
     "inference_steps": 4,
-    "node_learning_rate": 0.05,
     "batch_size": 16,
     "eval_batch_size": 16,
     "num_epochs": 2,
@@ -233,12 +232,32 @@ def test_backprop_trains_the_same_model(lm_config, tmp_path):
     assert records[0]["node_energies"] == {}
 
 
+def test_the_output_precision_leaves_backprop_unchanged(lm_config, tmp_path):
+    """The weight gradient comes out times the precision and Adam's input is divided back."""
+    from configs import lm_bp
+
+    records = []
+    for precision in (1.0, 0.01):
+        config = with_overrides(
+            lm_bp.get_config(),
+            {**TINY, "data_dir": lm_config().data_dir, "num_epochs": 1,
+             "output_precision": precision},
+        )  # fmt: skip
+        train.train_and_evaluate(config, str(tmp_path / str(precision)))
+        (record,) = read_metrics(tmp_path / str(precision))
+        records.append(record)
+    for key in ("train_loss_per_char", "test_perplexity", "validation_loss"):
+        np.testing.assert_allclose(records[1][key], records[0][key], rtol=1e-4, err_msg=key)
+    np.testing.assert_allclose(records[1]["train_loss"], 0.01 * records[0]["train_loss"], rtol=1e-4)
+
+
 BAD_FIELDS = [
     ("width", 0, "int > 0"),
     ("width", 15, "must be a multiple of config.num_heads = 2"),
     ("num_heads", -1, "int > 0"),
     ("context_length", 0, "int > 0"),
     ("node_learning_rate", 0.0, "number > 0"),
+    ("output_precision", -1.0, "number > 0"),
     ("learning_rate", float("nan"), "number > 0"),
     ("sample_temperature", 0.0, "number > 0"),
     ("sample_length", -1, "int >= 0"),
@@ -268,6 +287,12 @@ def test_bad_field(field, value, message, lm_config, tmp_path):
         ({"sample_prompt": "ROMEO\u00e9"}, ConfigError, "outside the training text's vocabulary"),
         ({"algorithm": "ep"}, ConfigError, "algorithm must be one of"),
         ({"value_init": "ones"}, ConfigError, "value_init must be one of"),
+        ({"latent": "errors"}, ConfigError, "latent must be 'value' .* or 'error'"),
+        (
+            {"nudging": 0.5, "output_precision": 0.1},
+            ConfigError,
+            r"^config.nudging = 0.5 nudges the output's probabilities, which the weighted",
+        ),
         ({"data_dir": "/nonexistent"}, DataError, "has no input.txt"),
         ({"context_length": 100_000}, ConfigError, "leaves no window in the training text"),
     ],

@@ -44,7 +44,7 @@ def validate_config(config: Config) -> None:
     """Checks the fields only this example knows; raises :class:`ConfigError` on the first bad one.
 
     flax_pc checks its own (``algorithm``, ``inference_steps``, ``value_init``,
-    ``nudging``) when the state is built.
+    ``latent``, ``nudging``) when the state is built.
     """
     check = FieldChecker(config)
     check.path("data_dir")
@@ -53,10 +53,17 @@ def validate_config(config: Config) -> None:
         "width", config.width % config.num_heads == 0,
         f"must be a multiple of config.num_heads = {config.num_heads}",
     )  # fmt: skip
-    check.positive_float("node_learning_rate", "learning_rate", "sample_temperature")
+    check.positive_float(
+        "node_learning_rate", "output_precision", "learning_rate", "sample_temperature"
+    )
     check.positive_int("batch_size", "eval_batch_size", "num_epochs", "checkpoints_to_keep")
     check.non_negative_int("seed", "sample_length")
     check.check("sample_prompt", isinstance(config.sample_prompt, str), "a string")
+    check.requires(
+        "nudging", config.nudging is None or config.output_precision == 1,
+        "nudges the output's probabilities, which the weighted cross-entropy of "
+        f"config.output_precision = {config.output_precision} hides: leave one of them out",
+    )  # fmt: skip
 
 
 def split_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -83,12 +90,18 @@ def create_train_state(config: Config, vocab_size: int, rng: jax.Array) -> fpc.P
     model = create_model(config, vocab_size)
     dummy = jnp.zeros((1, config.context_length), jnp.int32)
     params = jax.jit(model.init)(rng, dummy)["params"]  # one compile, not op by op
+    precision = config.output_precision
+
+    def output_energy(targets: jax.Array, logits: jax.Array) -> jax.Array:
+        return precision * fpc.energies.cross_entropy(targets, logits)
+
     return fpc.PCTrainState.create(
-        apply_fn=fpc.with_nodes(model.apply, value_init=config.value_init),
+        apply_fn=fpc.with_nodes(model.apply, value_init=config.value_init, latent=config.latent),
         params=params,
-        tx=optax.adam(config.learning_rate),
+        # The weight gradient comes out times the precision: Adam's step, divided back.
+        tx=optax.chain(optax.scale(1 / precision), optax.adam(config.learning_rate)),
         inference=fpc.Inference(optax.sgd(config.node_learning_rate), config.inference_steps),
-        output_energy=fpc.energies.cross_entropy,
+        output_energy=fpc.energies.cross_entropy if precision == 1 else output_energy,
         algorithm=config.algorithm,  # 'bp' ignores the inference
         nudging=config.nudging,
     )
@@ -132,7 +145,7 @@ CURVES = {
 
 def log_line(r: dict[str, Any]) -> str:
     return (
-        f"train energy {r['train_energy']:.2f}, train loss {r['train_loss_per_char']:.4f} "
+        f"train energy {r['train_energy']:.4g}, train loss {r['train_loss_per_char']:.4f} "
         f"nats/char, test perplexity {r['test_perplexity']:.3f} ({r['test_bits_per_char']:.3f} "
         f"bits/char), validation perplexity {r['validation_perplexity']:.3f} "
         f"({r['seconds']:.2f} s, {r['characters_per_second']:,.0f} characters/s)"
@@ -217,7 +230,8 @@ def train_and_evaluate(config: Config, workdir: str) -> fpc.PCTrainState:
             train_seconds = time.perf_counter() - start
             return state, {
                 **summary,
-                "train_loss_per_char": summary["train_loss"] / config.context_length,
+                "train_loss_per_char": summary["train_loss"]
+                / (config.context_length * config.output_precision),
                 "characters_per_second": characters / train_seconds,
                 **evaluate(state),
             }
