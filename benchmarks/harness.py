@@ -51,7 +51,8 @@ class Workload:
     model's ``__call__`` takes ``train`` (BatchNorm): training-mode apply in
     the train step, ``train=False`` to evaluate, ``batch_stats`` carried in
     ``state.model_state``. ``with_nodes``: the model has no ``PCNode`` of its own;
-    PC trains ``fpc.with_nodes(model.apply)`` (the Transformer language model).
+    PC trains ``fpc.with_nodes(model.apply, latent=latent)`` (the Transformer
+    language model).
     """
 
     name: str
@@ -66,6 +67,7 @@ class Workload:
     train_arg: bool = False
     output_energy: Callable[[Array, Array], Array] = fpc.energies.squared_error
     with_nodes: bool = False
+    latent: Literal["value", "error"] = "value"
 
     def weight_tx(self) -> optax.GradientTransformation:
         """The weight optimiser (Adam)."""
@@ -101,7 +103,9 @@ class Workload:
         that every state of it has the same (static) ``apply_fn``."""
         if self.train_arg:
             return functools.partial(self.model.apply, train=True)
-        return fpc.with_nodes(self.model.apply) if self.with_nodes else self.model.apply
+        if self.with_nodes:
+            return fpc.with_nodes(self.model.apply, latent=self.latent)
+        return self.model.apply
 
     def predict(self, params: Any, model_state: Any, x: Array) -> Array:
         """The feed-forward network in evaluation mode."""

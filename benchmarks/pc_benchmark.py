@@ -14,8 +14,9 @@ Workloads (``--workload``):
   (``configs/resnet.py``), PC against backprop (``PCTrainState(algorithm='bp')``);
 * ``lm``: ``configs/lm.py``'s character Transformer (examples/lm: 2 blocks of
   width 64, 8 heads, MLP 256, context 128) on Tiny Shakespeare (synthetic text
-  when its file is not there), batch 32, T=8, node SGD 0.1, cross-entropy
-  output, nodes by ``fpc.with_nodes``: PC against ``PCTrainState(algorithm='bp')``;
+  when its file is not there), with the config's PC settings (T, node step,
+  latent, output precision, batch), nodes by ``fpc.with_nodes``: PC against
+  ``PCTrainState(algorithm='bp')``;
 * ``all``: every one of them.
 
 Each prints a table and writes ``<out>/<workload>.json``; sweeps also plot
@@ -135,20 +136,29 @@ def resnet_workload(stem: int, stages: tuple[int, ...], blocks: int) -> harness.
 
 
 def lm_workload(vocab_size: int, width: int, context: int) -> harness.Workload:
-    """``configs/lm.py``'s Transformer and PC settings: T=8, node SGD 0.1, cross-entropy
-    output energy, batch 32, Adam 1e-3; nodes placed by ``fpc.with_nodes``."""
+    """``configs/lm.py``'s Transformer and PC settings (inference steps, node step, latent,
+    output precision, batch, Adam's rate); nodes placed by ``fpc.with_nodes``."""
+    from configs import lm
     from examples.lm.models import CharTransformer  # the example's model, unchanged
+
+    config = lm.get_config()
+    precision = config.output_precision
+
+    def output_energy(targets: jax.Array, logits: jax.Array) -> jax.Array:
+        return precision * fpc.energies.cross_entropy(targets, logits)
 
     return harness.Workload(
         name="lm",
         model=CharTransformer(vocab_size, context_length=context, width=width, mlp_dim=4 * width),
         layers=None,
         names=None,
-        inference_steps=8,
-        batch_size=32,
-        node_lr=0.1,
-        output_energy=fpc.energies.cross_entropy,
+        inference_steps=config.inference_steps,
+        batch_size=config.batch_size,
+        node_lr=config.node_learning_rate,
+        weight_lr=config.learning_rate,
+        output_energy=output_energy,
         with_nodes=True,
+        latent=config.latent,
     )
 
 

@@ -262,6 +262,22 @@ def test_lm_data_is_windows_and_their_next_characters():
     np.testing.assert_array_equal(ds.y_train[:, :-1].argmax(-1), ds.x_train[:, 1:])
 
 
+def test_lm_workload_takes_the_example_config_s_settings():
+    from benchmarks import pc_benchmark
+    from configs import lm
+
+    config = lm.get_config()
+    workload = pc_benchmark.lm_workload(vocab_size=5, width=16, context=16)
+    assert (workload.inference_steps, workload.node_lr, workload.latent, workload.batch_size) == (
+        config.inference_steps, config.node_learning_rate, config.latent, config.batch_size
+    )  # fmt: skip
+    targets, logits = np.eye(5, dtype=np.float32)[[0, 3]], np.zeros((2, 5), np.float32)
+    np.testing.assert_allclose(
+        workload.output_energy(targets, logits),
+        config.output_precision * fpc.energies.cross_entropy(targets, logits),
+    )
+
+
 @pytest.mark.slow
 def test_benchmark_script_runs_lm(tmp_path):
     from benchmarks import pc_benchmark
