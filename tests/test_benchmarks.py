@@ -271,7 +271,7 @@ def test_lm_workload_takes_the_example_config_s_settings():
     assert (workload.inference_steps, workload.node_lr, workload.latent, workload.batch_size) == (
         config.inference_steps, config.node_learning_rate, config.latent, config.batch_size
     )  # fmt: skip
-    targets, logits = np.eye(5, dtype=np.float32)[[0, 3]], np.zeros((2, 5), np.float32)
+    targets, logits = jnp.eye(5)[jnp.array([0, 3])], jnp.zeros((2, 5))
     np.testing.assert_allclose(
         workload.output_energy(targets, logits),
         config.output_precision * fpc.energies.cross_entropy(targets, logits),
