@@ -88,8 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.value_init_stddev = 1.0
     # str: what inference moves: 'value' (PC) or 'error' (ePC: each node's error v - mu).
     config.latent = "value"
-    # float != 0 or None: output nudging beta: the output is clamped to out - beta * (out -
-    # target) and the weight gradient scaled by 1 / beta; None: plain clamping.
+    # float != 0 or None: output nudging beta: the output (under cross_entropy its softmax,
+    # 0 < beta <= 1) is clamped to out - beta * (out - target), the weight gradient scaled
+    # by 1 / beta; None: plain clamping.
     config.nudging = config_dict.placeholder(float)
 
     # Weights.
