@@ -474,5 +474,6 @@ def test_lm_configs_validate_and_are_the_issues_workload(name):
     model = (config.num_layers, config.width, config.num_heads, config.mlp_dim)
     assert model == (2, 64, 8, 256) and config.context_length == 128
     assert (config.batch_size, config.learning_rate, config.inference_steps) == (32, 1e-3, 8)
-    assert (config.node_learning_rate, config.value_init) == (0.02, "forward")
+    pc = (config.latent, config.node_learning_rate, config.output_precision, config.value_init)
+    assert pc == ("error", 0.5, 1e-4, "forward")
     assert config.algorithm == {"lm": "pc", "lm_bp": "bp"}[name]
