@@ -4,9 +4,10 @@ The model (``models.py``) has no ``PCNode``: :func:`flax_pc.with_nodes` puts a
 value node on every activation that its Dense layers (attention projections
 included) read, and :class:`flax_pc.PCTrainState` trains it with the
 next-character one-hot targets clamped to the logits by
-:func:`flax_pc.energies.cross_entropy`: per batch, ``T`` inference steps on the
-nodes, then one Adam step on the weights (``algorithm='bp'``: backprop on the
-same model). An epoch is one jitted :func:`flax_pc.train_epoch` over the
+:func:`flax_pc.energies.cross_entropy` (times ``config.output_precision``):
+per batch, ``T`` inference steps on the nodes' values or errors
+(``config.latent``), then one Adam step on the weights (``algorithm='bp'``:
+backprop on the same model). An epoch is one jitted :func:`flax_pc.train_epoch` over the
 training windows, as in examples/mnist; the evaluation runs the plain model
 over the whole validation and test text. After training, a sample from
 ``config.sample_prompt`` goes to ``workdir/sample.txt`` and the log. The
