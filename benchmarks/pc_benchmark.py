@@ -139,14 +139,10 @@ def lm_workload(vocab_size: int, width: int, context: int) -> harness.Workload:
     """``configs/lm.py``'s Transformer and PC settings (inference steps, node step, latent,
     output precision, batch, Adam's rate); nodes placed by ``fpc.with_nodes``."""
     from configs import lm
+    from examples.lm import train as lm_train
     from examples.lm.models import CharTransformer  # the example's model, unchanged
 
     config = lm.get_config()
-    precision = config.output_precision
-
-    def output_energy(targets: jax.Array, logits: jax.Array) -> jax.Array:
-        return precision * fpc.energies.cross_entropy(targets, logits)
-
     return harness.Workload(
         name="lm",
         model=CharTransformer(vocab_size, context_length=context, width=width, mlp_dim=4 * width),
@@ -156,7 +152,7 @@ def lm_workload(vocab_size: int, width: int, context: int) -> harness.Workload:
         batch_size=config.batch_size,
         node_lr=config.node_learning_rate,
         weight_lr=config.learning_rate,
-        output_energy=output_energy,
+        output_energy=lm_train.output_energy(config),
         with_nodes=True,
         latent=config.latent,
     )

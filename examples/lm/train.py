@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -86,23 +87,32 @@ def create_model(config: Config, vocab_size: int) -> models.CharTransformer:
     )
 
 
+def output_energy(config: Config) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """The output energy: cross-entropy times ``config.output_precision`` (at 1,
+    :func:`flax_pc.energies.cross_entropy` itself, which nudging recognises)."""
+    precision = config.output_precision
+    if precision == 1:
+        return fpc.energies.cross_entropy
+
+    def weighted(targets: jax.Array, logits: jax.Array) -> jax.Array:
+        return precision * fpc.energies.cross_entropy(targets, logits)
+
+    return weighted
+
+
 def create_train_state(config: Config, vocab_size: int, rng: jax.Array) -> fpc.PCTrainState:
     """A fresh :class:`flax_pc.PCTrainState` of the model with nodes; ``rng`` draws the params."""
     model = create_model(config, vocab_size)
     dummy = jnp.zeros((1, config.context_length), jnp.int32)
     params = jax.jit(model.init)(rng, dummy)["params"]  # one compile, not op by op
     precision = config.output_precision
-
-    def output_energy(targets: jax.Array, logits: jax.Array) -> jax.Array:
-        return precision * fpc.energies.cross_entropy(targets, logits)
-
     return fpc.PCTrainState.create(
         apply_fn=fpc.with_nodes(model.apply, value_init=config.value_init, latent=config.latent),
         params=params,
         # The weight gradient comes out times the precision: Adam's step, divided back.
         tx=optax.chain(optax.scale(1 / precision), optax.adam(config.learning_rate)),
         inference=fpc.Inference(optax.sgd(config.node_learning_rate), config.inference_steps),
-        output_energy=fpc.energies.cross_entropy if precision == 1 else output_energy,
+        output_energy=output_energy(config),
         algorithm=config.algorithm,  # 'bp' ignores the inference
         nudging=config.nudging,
     )
